@@ -1,0 +1,1106 @@
+//! A partition's log: an ordered list of segments with offsets assigned on append, group-commit
+//! durability, reads by offset and by timestamp, retention, DeleteRecords, truncation (for
+//! replication), clean shutdown and crash recovery.
+//!
+//! Concurrency: a log is owned by one shard and used by many tasks on it. State lives in a
+//! `RefCell` that is never borrowed across an await. Appends do their bookkeeping synchronously
+//! (validate, assign offsets, copy into the active segment's tail buffer) and then wait for
+//! durability. The first waiter to find no flush in progress becomes the flush leader: it writes
+//! everything buffered and runs one fdatasync for all waiters (group commit). Operations that
+//! reshape the segment list (roll, truncate, retention, close) take the log exclusively; appends
+//! wait for them to finish.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use event_listener::Event;
+
+use crate::cache::{BatchCache, LogKey};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{Error, Result};
+use crate::format::{
+    patch_batch, read_varint, split_batches, BatchInfo, FrameHeader, BATCH_HEADER_BYTES,
+    FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
+};
+use crate::rt::fs::Storage;
+use crate::segment::{
+    index_file_name, parse_log_file_name, ChunkReader, OpenKind, RecoveryReport, Segment,
+};
+use crate::types::TopicPartition;
+
+/// Name of the clean-shutdown marker in a partition directory.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Name of the log-start-offset checkpoint (advanced by retention and DeleteRecords).
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Magic of the clean-shutdown marker: "RLC1".
+const CLEAN_MAGIC: u32 = u32::from_le_bytes(*b"RLC1");
+/// Magic of the log-start-offset checkpoint: "RLS1".
+const START_MAGIC: u32 = u32::from_le_bytes(*b"RLS1");
+
+/// A cold read fetches at least this much so a sequential consumer's next reads are served
+/// from memory (direct I/O has no kernel read-ahead). 1 MiB is a typical fetch size and large
+/// enough to run at sequential disk speed.
+pub const READ_AHEAD_BYTES: usize = 1 << 20;
+
+/// Under a relaxed flush policy, buffered appends are written (and synced) once the unwritten
+/// tail reaches this size, bounding the memory a log holds outside the batch cache.
+pub const TAIL_BUFFER_BYTES_MAX: u64 = 8 << 20;
+
+/// How far a read may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// Consumers: up to the high watermark.
+    HighWatermark,
+    /// Followers and tools: up to the log end offset.
+    LogEnd,
+}
+
+/// Result of an append: the offsets assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    pub record_count: i64,
+}
+
+/// Result of a read: whole batches, as stored (the bytes clients and followers receive).
+#[derive(Clone, Debug, Default)]
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    /// Offset after the last batch returned (the read's offset if none).
+    pub next_offset: i64,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub from_cache: bool,
+}
+
+impl ReadResult {
+    pub fn total_bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+/// What opening a log found, for logs and tests.
+#[derive(Clone, Debug, Default)]
+pub struct LogRecovery {
+    pub clean_shutdown: bool,
+    pub segments: usize,
+    pub segment_reports: Vec<(i64, RecoveryReport)>,
+}
+
+/// What a retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub rolled: bool,
+}
+
+/// Everything needed to open a log.
+pub struct LogOptions {
+    pub storage: Storage,
+    pub dir: PathBuf,
+    pub topic_partition: TopicPartition,
+    pub config: LogConfig,
+    pub cache: Option<Rc<BatchCache>>,
+    /// Single-node (RF=1) logs move the high watermark to the durable end themselves; a
+    /// replicated log leaves it to replication via [`PartitionLog::set_high_watermark`].
+    pub auto_high_watermark: bool,
+}
+
+/// A partition log. Owned by the partition's shard.
+pub struct PartitionLog {
+    topic_partition: TopicPartition,
+    dir: PathBuf,
+    storage: Storage,
+    cache: Option<Rc<BatchCache>>,
+    cache_key: LogKey,
+    auto_high_watermark: bool,
+    config: RefCell<LogConfig>,
+    state: RefCell<State>,
+    /// Notified when a flush ends (successfully or not).
+    flushed: Event,
+    /// Notified when an exclusive operation ends.
+    released: Event,
+}
+
+struct State {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    /// Offsets below this are durable.
+    durable_end_offset: i64,
+    high_watermark: i64,
+    flushing: bool,
+    exclusive: bool,
+    closed: bool,
+    poisoned: Option<String>,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    /// The last cold read: (segment base offset, position, bytes), for read-ahead.
+    read_ahead: Option<(i64, u64, Bytes)>,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+}
+
+/// Releases a log's exclusive hold when dropped, whatever path the operation took.
+struct ExclusiveGuard<'a> {
+    log: &'a PartitionLog,
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        self.log.state.borrow_mut().exclusive = false;
+        self.log.released.notify(usize::MAX);
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens (recovering if needed) or creates the log in `options.dir`.
+    pub async fn open(options: LogOptions) -> Result<(PartitionLog, LogRecovery)> {
+        let LogOptions { storage, dir, topic_partition, config, cache, auto_high_watermark } =
+            options;
+        if !storage.is_dir(&dir).await {
+            storage.create_dir_all(&dir).await?;
+            if let Some(parent) = dir.parent() {
+                storage.sync_dir(parent).await?;
+            }
+        }
+        let names = storage.list_dir(&dir).await?;
+        let mut bases: Vec<i64> = names.iter().filter_map(|name| parse_log_file_name(name)).collect();
+        bases.sort_unstable();
+        for name in &names {
+            // Leftovers of interrupted atomic writes, and indexes whose segment is gone.
+            let orphan_index = name.strip_suffix(".index").is_some_and(|stem| {
+                !bases.iter().any(|base| index_file_name(*base) == *name) && stem.len() == 20
+            });
+            if name.ends_with(".tmp") || orphan_index {
+                storage.remove_file(&dir.join(name)).await?;
+            }
+        }
+        let mut recovery = LogRecovery::default();
+        let clean = read_clean_marker(&storage, &dir).await;
+        if clean.is_some() {
+            // Remove the marker durably before anything is written, so a crash from here on is
+            // seen as unclean.
+            storage.remove_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await?;
+            storage.sync_dir(&dir).await?;
+        }
+        let mut log_start_offset = read_log_start(&storage, &dir).await.unwrap_or(0);
+        let mut segments = BTreeMap::new();
+        for (index, &base) in bases.iter().enumerate() {
+            let last = index + 1 == bases.len();
+            let kind = match clean {
+                _ if !last => OpenKind::Sealed,
+                Some(marker) if marker.active_base_offset == base => {
+                    recovery.clean_shutdown = true;
+                    OpenKind::ActiveClean { end_position: marker.end_position }
+                }
+                _ => OpenKind::ActiveUnclean,
+            };
+            let (segment, report) =
+                Segment::open(&storage, &dir, base, config.index_interval_bytes, kind).await?;
+            if let Some(previous) = segments.values().next_back().map(Segment::next_offset) {
+                if previous != base {
+                    return Err(Error::Corrupt {
+                        path: segment.log_path().to_path_buf(),
+                        position: 0,
+                        reason: format!(
+                            "segment starts at offset {base} but the previous one ends at {previous}"
+                        ),
+                    });
+                }
+            }
+            recovery.segment_reports.push((base, report));
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let segment =
+                Segment::create(&storage, &dir, log_start_offset, config.index_interval_bytes).await?;
+            segments.insert(log_start_offset, segment);
+        }
+        recovery.segments = segments.len();
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_end_offset = segments.values().next_back().map_or(0, Segment::next_offset);
+        log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
+        let cache_key = cache.as_ref().map_or(0, |cache| cache.register_log());
+        let log = PartitionLog {
+            topic_partition,
+            dir,
+            storage,
+            cache,
+            cache_key,
+            auto_high_watermark,
+            config: RefCell::new(config),
+            state: RefCell::new(State {
+                segments,
+                log_start_offset,
+                log_end_offset,
+                durable_end_offset: log_end_offset,
+                high_watermark: if auto_high_watermark { log_end_offset } else { log_start_offset },
+                flushing: false,
+                exclusive: false,
+                closed: false,
+                poisoned: None,
+                unflushed_messages: 0,
+                last_flush_ms: now_ms(),
+                read_ahead: None,
+            }),
+            flushed: Event::new(),
+            released: Event::new(),
+        };
+        Ok((log, recovery))
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.topic_partition
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.borrow().log_end_offset
+    }
+
+    pub fn durable_end_offset(&self) -> i64 {
+        self.state.borrow().durable_end_offset
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().high_watermark
+    }
+
+    /// Sets the high watermark (replication); clamped to the log's durable end.
+    pub fn set_high_watermark(&self, offset: i64) {
+        let mut state = self.state.borrow_mut();
+        state.high_watermark = offset.clamp(state.log_start_offset, state.durable_end_offset);
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.state.borrow().poisoned.clone()
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.values().map(Segment::end_position).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.state.borrow().segments.keys().copied().collect()
+    }
+
+    fn poison_error(&self, reason: &str) -> Error {
+        Error::Poisoned { path: self.dir.clone(), reason: reason.to_string() }
+    }
+
+    fn check_writable(&self, state: &State) -> Result<()> {
+        if let Some(reason) = &state.poisoned {
+            return Err(self.poison_error(reason));
+        }
+        if state.closed {
+            return Err(self.poison_error("log is closed"));
+        }
+        Ok(())
+    }
+
+    fn poison(&self, error: &Error) {
+        let mut state = self.state.borrow_mut();
+        if state.poisoned.is_none() {
+            tracing::error!(log = %self.topic_partition, %error, "partition log poisoned");
+            state.poisoned = Some(error.to_string());
+        }
+    }
+
+    /// Appends a record set (one or more v2 RecordBatches as the client sent them), assigning
+    /// offsets, and returns once it is durable under the log's flush policy.
+    pub async fn append(&self, records: &Bytes, leader_epoch: i32) -> Result<AppendResult> {
+        let batches = split_batches(records)?;
+        let max_message_bytes = self.config.borrow().max_message_bytes;
+        for (batch, _) in &batches {
+            if batch.len() > max_message_bytes {
+                return Err(Error::BatchTooLarge { size: batch.len(), max: max_message_bytes });
+            }
+        }
+        let incoming_bytes: u64 =
+            batches.iter().map(|(batch, _)| crate::format::frame_bytes_for(batch.len()) as u64).sum();
+        let incoming_records: i64 =
+            batches.iter().map(|(_, info)| i64::from(info.records_count)).sum();
+        loop {
+            let wait = {
+                let state = self.state.borrow();
+                self.check_writable(&state)?;
+                state.exclusive.then(|| self.released.listen())
+            };
+            if let Some(listener) = wait {
+                listener.await;
+                continue;
+            }
+            if self.needs_roll(incoming_bytes, incoming_records) {
+                self.roll().await?;
+                continue;
+            }
+            break;
+        }
+        let result = self.append_buffered(&batches, leader_epoch);
+        match self.config.borrow().flush_policy() {
+            FlushPolicy::EveryAppend => {}
+            FlushPolicy::Relaxed { messages, .. } => {
+                let mut state = self.state.borrow_mut();
+                state.unflushed_messages += incoming_records as u64;
+                if self.auto_high_watermark {
+                    state.high_watermark = state.log_end_offset;
+                }
+                let due = state.unflushed_messages >= messages
+                    || state.active().unwritten_bytes() >= TAIL_BUFFER_BYTES_MAX;
+                if !due {
+                    return Ok(result);
+                }
+            }
+        }
+        self.sync_to(result.last_offset + 1).await?;
+        Ok(result)
+    }
+
+    /// The synchronous part of an append: offsets, frames into the tail buffer, cache, index.
+    fn append_buffered(&self, batches: &[(Bytes, BatchInfo)], leader_epoch: i32) -> AppendResult {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let base_offset = state.log_end_offset;
+        for (batch, info) in batches {
+            let offset = state.log_end_offset;
+            let patched = patch_batch(batch, offset, leader_epoch).freeze();
+            let header = FrameHeader {
+                magic: FRAME_MAGIC,
+                version: FRAME_VERSION,
+                flags: 0,
+                base_offset: offset,
+                first_timestamp: info.base_timestamp,
+                max_timestamp: info.max_timestamp,
+                last_offset_delta: info.last_offset_delta,
+                record_count: info.records_count,
+                payload_bytes: patched.len() as u32,
+                leader_epoch,
+                batch_crc: info.crc,
+                synced_position: 0,
+                reserved: 0,
+                header_crc: 0,
+            };
+            state.active_mut().append(header, &patched);
+            let last_offset = offset + i64::from(info.last_offset_delta);
+            if let Some(cache) = &self.cache {
+                cache.insert(self.cache_key, offset, last_offset, patched);
+            }
+            state.log_end_offset = last_offset + 1;
+        }
+        AppendResult {
+            base_offset,
+            last_offset: state.log_end_offset - 1,
+            log_start_offset: state.log_start_offset,
+            record_count: state.log_end_offset - base_offset,
+        }
+    }
+
+    fn needs_roll(&self, incoming_bytes: u64, incoming_records: i64) -> bool {
+        let config = self.config.borrow();
+        let state = self.state.borrow();
+        let active = state.active();
+        if active.is_empty() {
+            return false;
+        }
+        let full = active.end_position() + incoming_bytes > config.segment_bytes;
+        let offsets_overflow =
+            state.log_end_offset + incoming_records - active.base_offset >= i64::from(u32::MAX);
+        let aged = active
+            .first_batch_timestamp()
+            .is_some_and(|first| now_ms().saturating_sub(first) >= config.segment_ms);
+        full || offsets_overflow || aged
+    }
+
+    /// Waits until every offset below `target` is durable, leading a flush if none is running.
+    pub async fn sync_to(&self, target: i64) -> Result<()> {
+        loop {
+            let listener = {
+                let mut state = self.state.borrow_mut();
+                if let Some(reason) = &state.poisoned {
+                    return Err(self.poison_error(reason));
+                }
+                if state.durable_end_offset >= target {
+                    return Ok(());
+                }
+                if state.flushing {
+                    Some(self.flushed.listen())
+                } else {
+                    state.flushing = true;
+                    None
+                }
+            };
+            match listener {
+                Some(listener) => listener.await,
+                None => {
+                    let result = self.flush_once().await;
+                    self.state.borrow_mut().flushing = false;
+                    self.flushed.notify(usize::MAX);
+                    if let Err(error) = result {
+                        self.poison(&error);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One group commit: write the active segment's buffered frames, then one fdatasync.
+    async fn flush_once(&self) -> Result<()> {
+        let (job, end_offset, base) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            (active.flush_job(), state.log_end_offset, active.base_offset)
+        };
+        if let Some(job) = &job {
+            job.write().await?;
+            if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base) {
+                segment.on_written(job);
+            }
+            job.file.fdatasync().await?;
+        }
+        let mut state = self.state.borrow_mut();
+        if let (Some(job), Some(segment)) = (&job, state.segments.get_mut(&base)) {
+            segment.on_synced(job.end_position);
+        }
+        state.durable_end_offset = state.durable_end_offset.max(end_offset);
+        if self.auto_high_watermark {
+            state.high_watermark = state.high_watermark.max(state.durable_end_offset);
+        }
+        state.unflushed_messages = 0;
+        state.last_flush_ms = now_ms();
+        Ok(())
+    }
+
+    /// Syncs if the relaxed policy's `flush.ms` has passed. Called by the shard's background
+    /// task; a no-op for logs that sync on every append.
+    pub async fn flush_if_due(&self, now: i64) -> Result<()> {
+        let target = {
+            let state = self.state.borrow();
+            let FlushPolicy::Relaxed { interval_ms, .. } = self.config.borrow().flush_policy() else {
+                return Ok(());
+            };
+            let due = state.durable_end_offset < state.log_end_offset
+                && now.saturating_sub(state.last_flush_ms) >= interval_ms.min(i64::MAX as u64) as i64;
+            if !due || state.poisoned.is_some() {
+                return Ok(());
+            }
+            state.log_end_offset
+        };
+        self.sync_to(target).await
+    }
+
+    /// Waits for and takes the exclusive hold (no appends, no other reshaping).
+    async fn exclusive(&self) -> Result<ExclusiveGuard<'_>> {
+        loop {
+            let listener = {
+                let mut state = self.state.borrow_mut();
+                if state.closed {
+                    return Err(self.poison_error("log is closed"));
+                }
+                if !state.exclusive {
+                    state.exclusive = true;
+                    return Ok(ExclusiveGuard { log: self });
+                }
+                self.released.listen()
+            };
+            listener.await;
+        }
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub async fn roll(&self) -> Result<()> {
+        let _guard = self.exclusive().await?;
+        let result = self.roll_locked().await;
+        if let Err(error) = &result {
+            self.poison(error);
+        }
+        result
+    }
+
+    async fn roll_locked(&self) -> Result<()> {
+        if self.state.borrow().active().is_empty() {
+            return Ok(());
+        }
+        let target = self.state.borrow().log_end_offset;
+        self.sync_to(target).await?;
+        let (file, index_path, index_bytes, end_position, base) = {
+            let state = self.state.borrow();
+            let active = state.active();
+            let Some((bytes, _)) = active.checkpoint() else {
+                return Err(self.poison_error("active segment not synced at roll"));
+            };
+            (active.file().clone(), active.index_path().to_path_buf(), bytes, active.end_position(), active.base_offset)
+        };
+        Segment::seal_files(&self.storage, &file, &index_path, &index_bytes, end_position).await?;
+        if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base) {
+            segment.mark_sealed();
+        }
+        let interval = self.config.borrow().index_interval_bytes;
+        let segment = Segment::create(&self.storage, &self.dir, target, interval).await?;
+        self.state.borrow_mut().segments.insert(target, segment);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
+    /// one batch, as Kafka does) and never past `limit`.
+    pub async fn read(&self, offset: i64, max_bytes: usize, limit: ReadLimit) -> Result<ReadResult> {
+        let (upper, mut result, plan) = {
+            let mut state = self.state.borrow_mut();
+            if offset < state.log_start_offset || offset > state.log_end_offset {
+                return Err(Error::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset,
+                });
+            }
+            let upper = match limit {
+                ReadLimit::HighWatermark => state.high_watermark,
+                ReadLimit::LogEnd => state.log_end_offset,
+            };
+            let mut result = ReadResult {
+                batches: Vec::new(),
+                next_offset: offset,
+                high_watermark: state.high_watermark,
+                log_start_offset: state.log_start_offset,
+                log_end_offset: state.log_end_offset,
+                from_cache: false,
+            };
+            if offset >= upper {
+                return Ok(result);
+            }
+            if let Some(cache) = &self.cache {
+                if let Some(read) = cache.read(self.cache_key, offset, max_bytes, upper) {
+                    result.batches = read.batches;
+                    result.next_offset = read.next_offset;
+                    result.from_cache = true;
+                    return Ok(result);
+                }
+            }
+            let Some((&base, segment)) = state.segments.range(..=offset).next_back() else {
+                return Ok(result);
+            };
+            let relative = u32::try_from(offset - base).unwrap_or(u32::MAX);
+            let position = segment.index().position_for_offset(relative);
+            let end = segment.end_position();
+            // Serve from the read-ahead buffer when it covers the start of this read.
+            if let Some((ahead_base, ahead_position, ahead)) = &state.read_ahead {
+                let ahead_end = ahead_position + ahead.len() as u64;
+                if *ahead_base == base && *ahead_position <= position && position + FRAME_HEADER_BYTES as u64 <= ahead_end {
+                    let bytes = ahead.slice((position - ahead_position) as usize..);
+                    collect_frames(&bytes, offset, max_bytes, upper, &mut result);
+                    if !result.batches.is_empty() {
+                        return Ok(result);
+                    }
+                    result.next_offset = offset;
+                }
+            }
+            let want = max_bytes.saturating_add(FRAME_HEADER_BYTES).max(READ_AHEAD_BYTES);
+            let want = want.min((end - position) as usize);
+            let plan = segment.read_plan(position, want);
+            state.read_ahead = None;
+            (upper, result, (base, position, plan))
+        };
+        let (base, position, plan) = plan;
+        let bytes = plan.execute().await?;
+        collect_frames(&bytes, offset, max_bytes, upper, &mut result);
+        if result.batches.is_empty() {
+            // The wanted frame was cut off by the end of the read (a batch larger than the
+            // read-ahead): read exactly that frame.
+            if let Some((at, header)) = first_wanted_frame(&bytes, offset) {
+                let plan = {
+                    let state = self.state.borrow();
+                    let Some(segment) = state.segments.get(&base) else { return Ok(result) };
+                    segment.read_plan(position + at, header.frame_bytes() as usize)
+                };
+                let frame = plan.execute().await?;
+                collect_frames(&frame, offset, max_bytes, upper, &mut result);
+            }
+        }
+        if result.batches.is_empty() && offset < upper {
+            let (at, reason) = first_problem(&bytes)
+                .unwrap_or((0, format!("no frame holding offset {offset} below {upper}")));
+            return Err(Error::Corrupt { path: self.dir.clone(), position: position + at, reason });
+        }
+        self.state.borrow_mut().read_ahead = Some((base, position, bytes));
+        Ok(result)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp`, with that
+    /// timestamp (ListOffsets by time). Uncompressed batches are resolved to the record;
+    /// compressed ones to their first offset. `None` if no batch is that recent.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let candidates: Vec<(i64, u64, u64)> = {
+            let state = self.state.borrow();
+            state
+                .segments
+                .iter()
+                .filter(|(_, segment)| segment.max_timestamp() >= timestamp)
+                .map(|(&base, segment)| {
+                    (base, segment.index().position_for_timestamp(timestamp), segment.end_position())
+                })
+                .collect()
+        };
+        let upper = self.high_watermark();
+        for (base, start, end) in candidates {
+            let file = {
+                let state = self.state.borrow();
+                let Some(segment) = state.segments.get(&base) else { continue };
+                segment.file().clone()
+            };
+            let mut reader = ChunkReader::new(file, end);
+            let mut position = start;
+            while position < end {
+                let (header, payload) = match crate::segment::read_valid_frame(&mut reader, position, None).await? {
+                    Ok(frame) => frame,
+                    Err(reason) => {
+                        return Err(Error::Corrupt { path: self.dir.clone(), position, reason })
+                    }
+                };
+                if header.base_offset >= upper {
+                    return Ok(None);
+                }
+                if header.max_timestamp >= timestamp {
+                    return Ok(Some(record_at_or_after(&payload, timestamp).unwrap_or((header.base_offset, header.max_timestamp))));
+                }
+                position += header.frame_bytes();
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the batch with the largest timestamp (ListOffsets
+    /// MAX_TIMESTAMP, resolved to the batch's last offset). `None` for an empty log.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let state = self.state.borrow();
+        state
+            .segments
+            .values()
+            .filter(|segment| !segment.is_empty())
+            .max_by_key(|segment| segment.max_timestamp())
+            .map(|segment| (segment.offset_of_max_timestamp(), segment.max_timestamp()))
+    }
+
+    /// DeleteRecords: advances the log start offset to `offset` (-1: the high watermark) and
+    /// deletes segments wholly below it. Returns the new log start offset.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64> {
+        let _guard = self.exclusive().await?;
+        let new_start = {
+            let state = self.state.borrow();
+            let target = if offset == -1 { state.high_watermark } else { offset };
+            if target < 0 || target > state.high_watermark {
+                return Err(Error::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.high_watermark,
+                });
+            }
+            target.max(state.log_start_offset)
+        };
+        self.advance_log_start(new_start).await?;
+        self.delete_segments_below_start().await?;
+        Ok(new_start)
+    }
+
+    async fn advance_log_start(&self, new_start: i64) -> Result<()> {
+        if new_start <= self.state.borrow().log_start_offset {
+            return Ok(());
+        }
+        write_log_start(&self.storage, &self.dir, new_start).await?;
+        self.state.borrow_mut().log_start_offset = new_start;
+        if let Some(cache) = &self.cache {
+            cache.remove_below(self.cache_key, new_start);
+        }
+        Ok(())
+    }
+
+    /// Deletes sealed segments whose offsets are all below the log start offset.
+    async fn delete_segments_below_start(&self) -> Result<(usize, u64)> {
+        let doomed: Vec<i64> = {
+            let state = self.state.borrow();
+            let bases: Vec<i64> = state.segments.keys().copied().collect();
+            bases
+                .windows(2)
+                .filter(|pair| pair[1] <= state.log_start_offset)
+                .map(|pair| pair[0])
+                .collect()
+        };
+        self.delete_segments(&doomed).await
+    }
+
+    async fn delete_segments(&self, bases: &[i64]) -> Result<(usize, u64)> {
+        let mut bytes = 0;
+        for base in bases {
+            let removed = self.state.borrow_mut().segments.remove(base);
+            let Some(segment) = removed else { continue };
+            bytes += segment.end_position();
+            {
+                let mut state = self.state.borrow_mut();
+                if state.read_ahead.as_ref().is_some_and(|(ahead, _, _)| ahead == base) {
+                    state.read_ahead = None;
+                }
+            }
+            Segment::delete_files(&self.storage, segment.log_path(), segment.index_path()).await?;
+        }
+        if !bases.is_empty() {
+            self.storage.sync_dir(&self.dir).await?;
+        }
+        Ok((bases.len(), bytes))
+    }
+
+    /// One retention pass (background work): deletes sealed segments past `retention.ms` or
+    /// beyond `retention.bytes`, oldest first, and rolls the active segment past `segment.ms`.
+    pub async fn apply_retention(&self, now: i64) -> Result<RetentionReport> {
+        let mut report = RetentionReport::default();
+        if self.needs_roll(0, 0) {
+            self.roll().await?;
+            report.rolled = true;
+        }
+        let _guard = self.exclusive().await?;
+        let config = self.config.borrow().clone();
+        let doomed: Vec<i64> = {
+            let state = self.state.borrow();
+            let sealed: Vec<&Segment> = state.segments.values().filter(|s| s.is_sealed()).collect();
+            let mut excess = if config.retention_bytes >= 0 {
+                let total: u64 = state.segments.values().map(Segment::end_position).sum();
+                total as i64 - config.retention_bytes
+            } else {
+                0
+            };
+            let mut doomed = Vec::new();
+            for segment in sealed {
+                let expired = config.retention_ms >= 0
+                    && now.saturating_sub(segment.max_timestamp()) > config.retention_ms;
+                let over_size = excess - segment.end_position() as i64 >= 0 && excess > 0;
+                if !(expired || over_size) {
+                    break;
+                }
+                excess -= segment.end_position() as i64;
+                doomed.push(segment.base_offset);
+            }
+            doomed
+        };
+        if let Some(&last_doomed) = doomed.last() {
+            let next_base = {
+                let state = self.state.borrow();
+                state.segments.range(last_doomed + 1..).next().map(|(&base, _)| base)
+            };
+            if let Some(next_base) = next_base {
+                self.advance_log_start(next_base).await?;
+            }
+        }
+        let (deleted, bytes) = self.delete_segments(&doomed).await?;
+        report.segments_deleted = deleted;
+        report.bytes_deleted = bytes;
+        Ok(report)
+    }
+
+    /// Removes every batch at or past `offset` (a follower truncating after a leader change).
+    /// A batch holding `offset` is removed whole, so the new log end may be below `offset`.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
+        let _guard = self.exclusive().await?;
+        let result = self.truncate_locked(offset).await;
+        if let Err(error) = &result {
+            self.poison(error);
+        }
+        result
+    }
+
+    async fn truncate_locked(&self, offset: i64) -> Result<i64> {
+        let end = self.state.borrow().log_end_offset;
+        if offset >= end {
+            return Ok(end);
+        }
+        self.sync_to(end).await?;
+        let offset = offset.max(self.state.borrow().log_start_offset);
+        let (doomed, keeper): (Vec<i64>, Option<i64>) = {
+            let state = self.state.borrow();
+            let doomed = state.segments.range(offset..).map(|(&base, _)| base).collect();
+            let keeper = state.segments.range(..offset).next_back().map(|(&base, _)| base);
+            (doomed, keeper)
+        };
+        let interval = self.config.borrow().index_interval_bytes;
+        let removing_all = keeper.is_none();
+        self.delete_segments(&doomed).await?;
+        if removing_all {
+            let segment = Segment::create(&self.storage, &self.dir, offset, interval).await?;
+            self.state.borrow_mut().segments.insert(offset, segment);
+        } else if let Some(base) = keeper {
+            let removed = self.state.borrow_mut().segments.remove(&base);
+            let Some(mut segment) = removed else { return Ok(end) };
+            let (position, new_end) = find_cut(&segment, offset).await?;
+            if segment.is_sealed() {
+                segment.reopen_for_append().await?;
+                if self.storage.exists(segment.index_path()).await {
+                    self.storage.remove_file(segment.index_path()).await?;
+                }
+            }
+            segment.truncate_to_position(position, new_end).await?;
+            self.state.borrow_mut().segments.insert(base, segment);
+        }
+        let mut state = self.state.borrow_mut();
+        let new_end = state.active().next_offset();
+        state.log_end_offset = new_end;
+        state.durable_end_offset = new_end;
+        state.high_watermark = state.high_watermark.min(new_end);
+        state.log_start_offset = state.log_start_offset.min(new_end);
+        state.read_ahead = None;
+        if let Some(cache) = &self.cache {
+            cache.remove_from(self.cache_key, new_end);
+        }
+        Ok(new_end)
+    }
+
+    /// Clean shutdown: sync everything, checkpoint the active segment's index, and write the
+    /// marker that lets the next open skip validation. The log accepts nothing afterwards.
+    pub async fn close(&self) -> Result<()> {
+        let guard = self.exclusive().await?;
+        let poisoned = self.state.borrow().poisoned.is_some();
+        if !poisoned {
+            let end = self.state.borrow().log_end_offset;
+            self.sync_to(end).await?;
+            let (index_path, index_bytes, marker) = {
+                let state = self.state.borrow();
+                let active = state.active();
+                let Some((bytes, _)) = active.checkpoint() else {
+                    return Err(self.poison_error("active segment not synced at close"));
+                };
+                let marker = CleanMarker {
+                    active_base_offset: active.base_offset,
+                    end_position: active.end_position(),
+                    log_end_offset: state.log_end_offset,
+                };
+                (active.index_path().to_path_buf(), bytes, marker)
+            };
+            self.storage.write_file_atomic(&index_path, &index_bytes).await?;
+            self.storage.write_file_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker.encode()).await?;
+        }
+        self.state.borrow_mut().closed = true;
+        drop(guard);
+        if let Some(cache) = &self.cache {
+            cache.remove_log(self.cache_key);
+        }
+        Ok(())
+    }
+
+    /// Deletes the log's files (DeleteTopics). The log must not be used afterwards.
+    pub async fn delete(&self) -> Result<()> {
+        let _guard = self.exclusive().await?;
+        self.state.borrow_mut().closed = true;
+        if let Some(cache) = &self.cache {
+            cache.remove_log(self.cache_key);
+        }
+        self.storage.remove_dir_all(&self.dir).await?;
+        if let Some(parent) = self.dir.parent() {
+            self.storage.sync_dir(parent).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds where to cut a segment so that no batch at or past `offset` remains: the position of
+/// the first frame whose last offset is >= `offset`, and that frame's base offset.
+async fn find_cut(segment: &Segment, offset: i64) -> Result<(u64, i64)> {
+    let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+    let mut position = segment.index().position_for_offset(relative);
+    let end = segment.end_position();
+    let mut reader = ChunkReader::new(segment.file().clone(), end);
+    while position < end {
+        let header = match crate::segment::read_valid_frame(&mut reader, position, None).await? {
+            Ok((header, _)) => header,
+            Err(reason) => {
+                return Err(Error::Corrupt { path: segment.log_path().to_path_buf(), position, reason })
+            }
+        };
+        if header.last_offset() >= offset {
+            return Ok((position, header.base_offset));
+        }
+        position += header.frame_bytes();
+    }
+    Ok((end, segment.next_offset()))
+}
+
+/// Parses frames from `bytes` (which starts at a frame boundary) into `result`: skips batches
+/// below `offset`, and stops at `upper`, at `max_bytes` (after the first batch), or at a frame
+/// cut off by the end of `bytes`.
+fn collect_frames(bytes: &Bytes, offset: i64, max_bytes: usize, upper: i64, result: &mut ReadResult) {
+    let mut position = 0_usize;
+    let mut total = 0;
+    while position + FRAME_HEADER_BYTES <= bytes.len() {
+        let Ok(header) = FrameHeader::decode(&bytes[position..]) else { return };
+        if header.base_offset >= upper {
+            return;
+        }
+        let payload_start = position + FRAME_HEADER_BYTES;
+        let payload_end = payload_start + header.payload_bytes as usize;
+        if header.last_offset() >= offset {
+            if payload_end > bytes.len() {
+                return;
+            }
+            if !result.batches.is_empty() && total + header.payload_bytes as usize > max_bytes {
+                return;
+            }
+            total += header.payload_bytes as usize;
+            result.batches.push(bytes.slice(payload_start..payload_end));
+            result.next_offset = header.last_offset() + 1;
+        }
+        position += header.frame_bytes() as usize;
+    }
+}
+
+/// The position within `bytes` and header of the first frame whose batch reaches `offset`.
+fn first_wanted_frame(bytes: &Bytes, offset: i64) -> Option<(u64, FrameHeader)> {
+    let mut position = 0_usize;
+    while position + FRAME_HEADER_BYTES <= bytes.len() {
+        let header = FrameHeader::decode(&bytes[position..]).ok()?;
+        if header.last_offset() >= offset {
+            return Some((position as u64, header));
+        }
+        position += header.frame_bytes() as usize;
+    }
+    None
+}
+
+/// Where and why the first frame header in `bytes` fails to decode, if one does.
+fn first_problem(bytes: &Bytes) -> Option<(u64, String)> {
+    let mut position = 0_usize;
+    while position + FRAME_HEADER_BYTES <= bytes.len() {
+        match FrameHeader::decode(&bytes[position..]) {
+            Ok(header) => position += header.frame_bytes() as usize,
+            Err(error) => return Some((position as u64, format!("invalid frame header: {error:?}"))),
+        }
+    }
+    None
+}
+
+/// For an uncompressed batch, the first record with timestamp >= `timestamp`: its offset and
+/// timestamp. Reads each record's length, attributes, timestamp delta and offset delta only.
+fn record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
+    let info = BatchInfo::parse(batch).ok()?;
+    if info.compression() != 0 || info.attributes & crate::format::attributes::TIMESTAMP_TYPE_LOG_APPEND != 0 {
+        return None;
+    }
+    let mut body = batch.get(BATCH_HEADER_BYTES..)?;
+    while !body.is_empty() {
+        let (length, used) = read_varint(body).ok()?;
+        let record = body.get(used..used + usize::try_from(length).ok()?)?;
+        let fields = record.get(1..)?; // skip attributes
+        let (timestamp_delta, used_delta) = read_varint(fields).ok()?;
+        let (offset_delta, _) = read_varint(fields.get(used_delta..)?).ok()?;
+        let record_timestamp = info.base_timestamp + timestamp_delta;
+        if record_timestamp >= timestamp {
+            return Some((info.base_offset + offset_delta, record_timestamp));
+        }
+        body = &body[used + record.len()..];
+    }
+    None
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CleanMarker {
+    active_base_offset: i64,
+    end_position: u64,
+    log_end_offset: i64,
+}
+
+const CLEAN_MARKER_BYTES: usize = 32;
+
+impl CleanMarker {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(CLEAN_MARKER_BYTES);
+        bytes.extend_from_slice(&CLEAN_MAGIC.to_le_bytes());
+        bytes.extend_from_slice(&self.active_base_offset.to_le_bytes());
+        bytes.extend_from_slice(&self.end_position.to_le_bytes());
+        bytes.extend_from_slice(&self.log_end_offset.to_le_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<CleanMarker> {
+        if bytes.len() != CLEAN_MARKER_BYTES {
+            return None;
+        }
+        let crc = u32::from_le_bytes(bytes[28..32].try_into().ok()?);
+        if crc32fast::hash(&bytes[..28]) != crc || bytes[..4] != CLEAN_MAGIC.to_le_bytes() {
+            return None;
+        }
+        Some(CleanMarker {
+            active_base_offset: i64::from_le_bytes(bytes[4..12].try_into().ok()?),
+            end_position: u64::from_le_bytes(bytes[12..20].try_into().ok()?),
+            log_end_offset: i64::from_le_bytes(bytes[20..28].try_into().ok()?),
+        })
+    }
+}
+
+async fn read_clean_marker(storage: &Storage, dir: &Path) -> Option<CleanMarker> {
+    let bytes = storage.read_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await.ok()??;
+    let marker = CleanMarker::decode(&bytes);
+    if marker.is_none() {
+        tracing::warn!(dir = %dir.display(), "ignoring damaged clean-shutdown marker");
+    }
+    marker.filter(|marker| marker.log_end_offset >= 0)
+}
+
+async fn read_log_start(storage: &Storage, dir: &Path) -> Option<i64> {
+    let bytes = storage.read_file(&dir.join(LOG_START_OFFSET_FILE)).await.ok()??;
+    if bytes.len() != 16 || bytes[..4] != START_MAGIC.to_le_bytes() {
+        return None;
+    }
+    let crc = u32::from_le_bytes(bytes[12..16].try_into().ok()?);
+    if crc32fast::hash(&bytes[..12]) != crc {
+        return None;
+    }
+    Some(i64::from_le_bytes(bytes[4..12].try_into().ok()?))
+}
+
+async fn write_log_start(storage: &Storage, dir: &Path, offset: i64) -> Result<()> {
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&START_MAGIC.to_le_bytes());
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    storage.write_file_atomic(&dir.join(LOG_START_OFFSET_FILE), &bytes).await
+}
