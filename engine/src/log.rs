@@ -873,15 +873,22 @@ impl PartitionLog {
             let (position, new_end) = find_cut(&segment, offset).await?;
             if segment.is_sealed() {
                 segment.reopen_for_append().await?;
-                if self.storage.exists(segment.index_path()).await {
-                    self.storage.remove_file(segment.index_path()).await?;
-                }
+            }
+            // The segment's index checkpoint describes frames that are about to go: remove
+            // it durably, or recovery after a crash would trust it.
+            if self.storage.exists(segment.index_path()).await {
+                self.storage.remove_file(segment.index_path()).await?;
+                self.storage.sync_dir(&self.dir).await?;
             }
             segment.truncate_to_position(position, new_end).await?;
             self.state.borrow_mut().segments.insert(base, segment);
         }
+        let new_end = self.state.borrow().active().next_offset();
+        if self.state.borrow().log_start_offset > new_end {
+            // The batch holding the old log start was cut: the log now starts at its end.
+            write_log_start(&self.storage, &self.dir, new_end).await?;
+        }
         let mut state = self.state.borrow_mut();
-        let new_end = state.active().next_offset();
         state.log_end_offset = new_end;
         state.durable_end_offset = new_end;
         state.high_watermark = state.high_watermark.min(new_end);

@@ -458,7 +458,7 @@ impl Segment {
             let usable = match known_end {
                 Some(end) => checkpoint.covered_position == end,
                 None => true,
-            };
+            } && checkpoint_matches_log(&file_for_check(&segment), &index, &checkpoint, base_offset).await?;
             if usable {
                 segment.index = index;
                 segment.end_position = checkpoint.covered_position;
@@ -549,6 +549,36 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+fn file_for_check(segment: &Segment) -> File {
+    segment.file.clone()
+}
+
+/// A checkpoint is trusted only if the frames from its last index entry up to its covered
+/// position are valid and end exactly at its `next_offset`: cheap (at most one index interval
+/// of reading) and it catches a checkpoint left over from before a truncation.
+async fn checkpoint_matches_log(
+    file: &File,
+    index: &SegmentIndex,
+    checkpoint: &IndexCheckpoint,
+    base_offset: i64,
+) -> Result<bool> {
+    let (mut position, mut expected) = match index.entries().last() {
+        Some(entry) => (u64::from(entry.position), base_offset + i64::from(entry.relative_offset)),
+        None => (0, base_offset),
+    };
+    let mut reader = ChunkReader::new(file.clone(), checkpoint.covered_position);
+    while position < checkpoint.covered_position {
+        match read_valid_frame(&mut reader, position, Some(expected)).await? {
+            Ok((header, _)) => {
+                position += header.frame_bytes();
+                expected = header.last_offset() + 1;
+            }
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(position == checkpoint.covered_position && expected == checkpoint.next_offset)
 }
 
 /// After an invalid frame at `damaged_at`, looks for a valid frame further on whose
