@@ -148,6 +148,8 @@ struct State {
 
 impl State {
     fn active(&self) -> &Segment {
+        // A log always has an active segment until `close`, after which nothing calls this:
+        // every entry point checks `closed` first.
         self.segments.values().next_back().expect("a log always has an active segment")
     }
 
@@ -441,6 +443,9 @@ impl PartitionLog {
     fn needs_roll(&self, incoming_bytes: u64, incoming_records: i64) -> bool {
         let config = self.config.borrow();
         let state = self.state.borrow();
+        if state.closed {
+            return false;
+        }
         let active = state.active();
         if active.is_empty() {
             return false;
@@ -491,6 +496,9 @@ impl PartitionLog {
     async fn flush_once(&self) -> Result<()> {
         let (job, end_offset, base) = {
             let state = self.state.borrow();
+            if state.closed {
+                return Err(self.poison_error("log is closed"));
+            }
             let active = state.active();
             (active.flush_job(), state.log_end_offset, active.base_offset)
         };
@@ -925,9 +933,21 @@ impl PartitionLog {
             self.storage.write_file_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker.encode()).await?;
         }
         self.state.borrow_mut().closed = true;
+        self.close_files().await?;
         drop(guard);
         if let Some(cache) = &self.cache {
             cache.remove_log(self.cache_key);
+        }
+        Ok(())
+    }
+
+    /// Closes every segment file now: a dropped glommio file is only closed at the executor's
+    /// next I/O cycle, which never comes if the shard is exiting.
+    async fn close_files(&self) -> Result<()> {
+        let segments = std::mem::take(&mut self.state.borrow_mut().segments);
+        self.state.borrow_mut().read_ahead = None;
+        for segment in segments.into_values() {
+            segment.into_file().close().await?;
         }
         Ok(())
     }

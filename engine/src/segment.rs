@@ -184,6 +184,11 @@ impl Segment {
         &self.file
     }
 
+    /// Gives up the segment, returning its file so the caller can close it explicitly.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     pub fn end_position(&self) -> u64 {
         self.end_position
     }

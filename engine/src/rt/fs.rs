@@ -64,8 +64,17 @@ impl Storage {
             Storage::Real => {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("create dir", dir, e))?;
                 let path = dir.join(PROBE_FILE_NAME);
+                // Shards prime the same directory concurrently: write under a name of our own and
+                // rename it into place, so no opener ever sees the file empty or half written
+                // (an empty probe file is exactly what makes glommio's probe misfire).
+                let staging = dir.join(format!(
+                    "{PROBE_FILE_NAME}.{}.{:?}",
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
                 let block = vec![0x5a_u8; DMA_ALIGNMENT_BYTES as usize];
-                std::fs::write(&path, &block).map_err(|e| Error::io("write", &path, e))?;
+                std::fs::write(&staging, &block).map_err(|e| Error::io("write", &staging, e))?;
+                std::fs::rename(&staging, &path).map_err(|e| Error::io("rename", &staging, e))?;
                 let file = DmaFile::open(&path).await.map_err(|e| glommio_err("open", &path, e))?;
                 let read = file
                     .read_at_aligned(0, DMA_ALIGNMENT_BYTES as usize)
