@@ -43,6 +43,11 @@ pub enum Error {
     #[error("unknown partition {0}")]
     UnknownPartition(String),
 
+    /// The partition could not be opened (for example a corrupt frame mid-log) and is offline;
+    /// the other partitions of the shard keep working.
+    #[error("partition {partition} is offline: {reason}")]
+    PartitionFailed { partition: String, reason: String },
+
     /// The partition already exists.
     #[error("partition {0} already exists")]
     PartitionExists(String),

@@ -220,7 +220,7 @@ impl PartitionLog {
                 _ => OpenKind::ActiveUnclean,
             };
             let (segment, report) =
-                Segment::open(&storage, &dir, base, config.index_interval_bytes, kind).await?;
+                Segment::open(&storage, &dir, base, config.index_interval_bytes, config.segment_bytes, kind).await?;
             if let Some(previous) = segments.values().next_back().map(Segment::next_offset) {
                 if previous != base {
                     return Err(Error::Corrupt {
@@ -237,7 +237,7 @@ impl PartitionLog {
         }
         if segments.is_empty() {
             let segment =
-                Segment::create(&storage, &dir, log_start_offset, config.index_interval_bytes).await?;
+                Segment::create(&storage, &dir, log_start_offset, config.index_interval_bytes, config.segment_bytes).await?;
             segments.insert(log_start_offset, segment);
         }
         recovery.segments = segments.len();
@@ -586,8 +586,11 @@ impl PartitionLog {
         if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base) {
             segment.mark_sealed();
         }
-        let interval = self.config.borrow().index_interval_bytes;
-        let segment = Segment::create(&self.storage, &self.dir, target, interval).await?;
+        let (interval, segment_bytes) = {
+            let config = self.config.borrow();
+            (config.index_interval_bytes, config.segment_bytes)
+        };
+        let segment = Segment::create(&self.storage, &self.dir, target, interval, segment_bytes).await?;
         self.state.borrow_mut().segments.insert(target, segment);
         Ok(())
     }
@@ -638,7 +641,10 @@ impl PartitionLog {
                 let ahead_end = ahead_position + ahead.len() as u64;
                 if *ahead_base == base && *ahead_position <= position && position + FRAME_HEADER_BYTES as u64 <= ahead_end {
                     let bytes = ahead.slice((position - ahead_position) as usize..);
-                    collect_frames(&bytes, offset, max_bytes, upper, &mut result);
+                    if let Some((at, reason)) = collect_frames(&bytes, offset, max_bytes, upper, &mut result) {
+                        let path = segment.log_path().to_path_buf();
+                        return Err(Error::Corrupt { path, position: position + at, reason });
+                    }
                     if !result.batches.is_empty() {
                         return Ok(result);
                     }
@@ -653,7 +659,10 @@ impl PartitionLog {
         };
         let (base, position, plan) = plan;
         let bytes = plan.execute().await?;
-        collect_frames(&bytes, offset, max_bytes, upper, &mut result);
+        let damaged = collect_frames(&bytes, offset, max_bytes, upper, &mut result);
+        if let Some((at, reason)) = damaged {
+            return Err(self.corrupt_at(base, position + at, reason));
+        }
         if result.batches.is_empty() {
             // The wanted frame was cut off by the end of the read (a batch larger than the
             // read-ahead): read exactly that frame.
@@ -664,16 +673,25 @@ impl PartitionLog {
                     segment.read_plan(position + at, header.frame_bytes() as usize)
                 };
                 let frame = plan.execute().await?;
-                collect_frames(&frame, offset, max_bytes, upper, &mut result);
+                if let Some((_, reason)) = collect_frames(&frame, offset, max_bytes, upper, &mut result) {
+                    return Err(self.corrupt_at(base, position + at, reason));
+                }
             }
         }
         if result.batches.is_empty() && offset < upper {
             let (at, reason) = first_problem(&bytes)
                 .unwrap_or((0, format!("no frame holding offset {offset} below {upper}")));
-            return Err(Error::Corrupt { path: self.dir.clone(), position: position + at, reason });
+            return Err(self.corrupt_at(base, position + at, reason));
         }
         self.state.borrow_mut().read_ahead = Some((base, position, bytes));
         Ok(result)
+    }
+
+    /// A corruption error naming the segment file of `base` and the position in it.
+    fn corrupt_at(&self, base: i64, position: u64, reason: String) -> Error {
+        let path = self.dir.join(crate::segment::log_file_name(base));
+        tracing::error!(path = %path.display(), position, %reason, "corrupt frame read back");
+        Error::Corrupt { path, position, reason }
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`, with that
@@ -869,11 +887,14 @@ impl PartitionLog {
             let keeper = state.segments.range(..offset).next_back().map(|(&base, _)| base);
             (doomed, keeper)
         };
-        let interval = self.config.borrow().index_interval_bytes;
+        let (interval, segment_bytes) = {
+            let config = self.config.borrow();
+            (config.index_interval_bytes, config.segment_bytes)
+        };
         let removing_all = keeper.is_none();
         self.delete_segments(&doomed).await?;
         if removing_all {
-            let segment = Segment::create(&self.storage, &self.dir, offset, interval).await?;
+            let segment = Segment::create(&self.storage, &self.dir, offset, interval, segment_bytes).await?;
             self.state.borrow_mut().segments.insert(offset, segment);
         } else if let Some(base) = keeper {
             let removed = self.state.borrow_mut().segments.remove(&base);
@@ -989,32 +1010,39 @@ async fn find_cut(segment: &Segment, offset: i64) -> Result<(u64, i64)> {
     Ok((end, segment.next_offset()))
 }
 
-/// Parses frames from `bytes` (which starts at a frame boundary) into `result`: skips batches
-/// below `offset`, and stops at `upper`, at `max_bytes` (after the first batch), or at a frame
-/// cut off by the end of `bytes`.
-fn collect_frames(bytes: &Bytes, offset: i64, max_bytes: usize, upper: i64, result: &mut ReadResult) {
+/// Parses frames from `bytes` (which starts at a frame boundary, read from disk) into
+/// `result`: skips batches below `offset`, and stops at `upper`, at `max_bytes` (after the first
+/// batch), or at a frame cut off by the end of `bytes`. Every batch returned is checked against
+/// its CRC-32C first (disk data is never served unchecked); a mismatch is returned as the
+/// frame's position within `bytes` and the reason.
+fn collect_frames(bytes: &Bytes, offset: i64, max_bytes: usize, upper: i64, result: &mut ReadResult) -> Option<(u64, String)> {
     let mut position = 0_usize;
     let mut total = 0;
     while position + FRAME_HEADER_BYTES <= bytes.len() {
-        let Ok(header) = FrameHeader::decode(&bytes[position..]) else { return };
+        let Ok(header) = FrameHeader::decode(&bytes[position..]) else { return None };
         if header.base_offset >= upper {
-            return;
+            return None;
         }
         let payload_start = position + FRAME_HEADER_BYTES;
         let payload_end = payload_start + header.payload_bytes as usize;
         if header.last_offset() >= offset {
             if payload_end > bytes.len() {
-                return;
+                return None;
             }
             if !result.batches.is_empty() && total + header.payload_bytes as usize > max_bytes {
-                return;
+                return None;
+            }
+            let payload = bytes.slice(payload_start..payload_end);
+            if let Err(reason) = crate::segment::check_payload(&header, &payload, None) {
+                return Some((position as u64, reason));
             }
             total += header.payload_bytes as usize;
-            result.batches.push(bytes.slice(payload_start..payload_end));
+            result.batches.push(payload);
             result.next_offset = header.last_offset() + 1;
         }
         position += header.frame_bytes() as usize;
     }
+    None
 }
 
 /// The position within `bytes` and header of the first frame whose batch reaches `offset`.

@@ -26,6 +26,11 @@ use crate::rt::fs::{align_down, align_up, File, OpenMode, Storage};
 /// metadata update (one journal commit) rare: once per 32 MiB of appends.
 pub const FALLOCATE_STEP_BYTES: u64 = 32 << 20;
 
+/// Small segments reserve no more than they can hold (rounded up to a DMA block).
+fn allocation_step(segment_bytes: u64) -> u64 {
+    FALLOCATE_STEP_BYTES.min(align_up(segment_bytes))
+}
+
 /// Recovery and verification read segments in chunks of this size: large enough to be
 /// sequential at disk speed, small enough to bound memory while scanning a 1 GiB segment.
 pub const SCAN_CHUNK_BYTES: usize = 4 << 20;
@@ -83,6 +88,8 @@ pub struct Segment {
     synced_position: u64,
     /// Bytes reserved on disk (the file's length while active).
     allocated_bytes: u64,
+    /// How much to reserve at a time: [`FALLOCATE_STEP_BYTES`], or less for small segments.
+    allocation_step_bytes: u64,
     /// Frames from `tail_start` (block-aligned) to `end_position`, not yet wholly written.
     tail_start: u64,
     tail: Vec<u8>,
@@ -142,7 +149,9 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
+        segment_bytes: u64,
     ) -> Result<Segment> {
+        let allocation_step_bytes = allocation_step(segment_bytes);
         let log_path = dir.join(log_file_name(base_offset));
         let index_path = dir.join(index_file_name(base_offset));
         if storage.exists(&index_path).await {
@@ -150,7 +159,7 @@ impl Segment {
         }
         let file = storage.open(&log_path, OpenMode::Create).await?;
         file.truncate(0).await?;
-        file.pre_allocate(FALLOCATE_STEP_BYTES).await?;
+        file.pre_allocate(allocation_step_bytes).await?;
         storage.sync_dir(dir).await?;
         Ok(Segment {
             base_offset,
@@ -160,7 +169,8 @@ impl Segment {
             end_position: 0,
             written_position: 0,
             synced_position: 0,
-            allocated_bytes: FALLOCATE_STEP_BYTES,
+            allocated_bytes: allocation_step_bytes,
+            allocation_step_bytes,
             tail_start: 0,
             tail: Vec::new(),
             next_offset: base_offset,
@@ -271,7 +281,7 @@ impl Segment {
         data.resize(padded_len, 0);
         let needed = self.tail_start + padded_len as u64;
         let allocate_to = (needed > self.allocated_bytes)
-            .then(|| align_up(needed) + FALLOCATE_STEP_BYTES);
+            .then(|| align_up(needed) + self.allocation_step_bytes);
         Some(FlushJob {
             file: self.file.clone(),
             position: self.tail_start,
@@ -421,6 +431,7 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u64,
+        segment_bytes: u64,
         kind: OpenKind,
     ) -> Result<(Segment, RecoveryReport)> {
         let log_path = dir.join(log_file_name(base_offset));
@@ -443,6 +454,7 @@ impl Segment {
             written_position: 0,
             synced_position: 0,
             allocated_bytes: file_size,
+            allocation_step_bytes: allocation_step(segment_bytes),
             tail_start: 0,
             tail: Vec::new(),
             next_offset: base_offset,
@@ -592,10 +604,19 @@ async fn checkpoint_matches_log(
 /// do not prove this were part of the same unsynced write as the damage (a torn write lands its
 /// blocks in any order) and are discarded with it. Returns the proof, if any.
 async fn classify_damage(reader: &mut ChunkReader, damaged_at: u64, limit: u64) -> Result<Option<String>> {
-    let mut position = damaged_at + FRAME_ALIGNMENT_BYTES as u64;
-    while position + FRAME_HEADER_BYTES as u64 <= limit {
-        let Some(probe) = reader.get(position, 4).await? else { break };
-        if u32::from_le_bytes([probe[0], probe[1], probe[2], probe[3]]) == FRAME_MAGIC {
+    let magic = FRAME_MAGIC.to_le_bytes();
+    let mut chunk_start = damaged_at + FRAME_ALIGNMENT_BYTES as u64;
+    while chunk_start + FRAME_HEADER_BYTES as u64 <= limit {
+        let chunk_len = (SCAN_CHUNK_BYTES as u64).min(limit - chunk_start) as usize;
+        let Some(chunk) = reader.get(chunk_start, chunk_len).await? else { break };
+        // Frames start 8-byte aligned: probe only those positions, straight on the chunk.
+        let candidates: Vec<u64> = chunk
+            .chunks_exact(FRAME_ALIGNMENT_BYTES)
+            .enumerate()
+            .filter(|(_, word)| word[..4] == magic)
+            .map(|(index, _)| chunk_start + (index * FRAME_ALIGNMENT_BYTES) as u64)
+            .collect();
+        for position in candidates {
             if let Ok((header, _)) = read_valid_frame(reader, position, None).await? {
                 if u64::from(header.synced_position) > damaged_at {
                     return Ok(Some(format!(
@@ -606,7 +627,7 @@ async fn classify_damage(reader: &mut ChunkReader, damaged_at: u64, limit: u64) 
                 }
             }
         }
-        position += FRAME_ALIGNMENT_BYTES as u64;
+        chunk_start += chunk_len as u64;
     }
     Ok(None)
 }

@@ -35,6 +35,9 @@ pub struct FaultConfig {
     /// Yield to the executor inside every operation, so concurrent tasks interleave at I/O
     /// points the way they do on a real disk.
     pub interleave: bool,
+    /// The machine stops (as [`SimDisk::crash`]) when this many more operations have been
+    /// attempted: a power loss at a point of the I/O stream chosen by the seed.
+    pub crash_after_ops: Option<u64>,
 }
 
 /// Counts of what the simulated disk did, for test reports.
@@ -66,6 +69,8 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     /// Set by [`SimDisk::crash`]: the machine is down and every operation fails.
     crashed: bool,
+    /// Operations attempted since the fault config was last set.
+    operations: u64,
     stats: SimStats,
 }
 
@@ -122,6 +127,7 @@ impl SimDisk {
                 durable_names: BTreeMap::new(),
                 dirs,
                 crashed: false,
+                operations: 0,
                 stats: SimStats::default(),
             }),
         })
@@ -136,7 +142,14 @@ impl SimDisk {
     }
 
     pub fn set_faults(&self, faults: FaultConfig) {
-        self.state.borrow_mut().faults = faults;
+        let mut state = self.state.borrow_mut();
+        state.faults = faults;
+        state.operations = 0;
+    }
+
+    /// Whether the machine is down (after [`SimDisk::crash`] or `crash_after_ops`).
+    pub fn is_crashed(&self) -> bool {
+        self.state.borrow().crashed
     }
 
     /// The machine stops: from now on every operation fails with EIO, as in-flight I/O does
@@ -192,7 +205,12 @@ impl SimDisk {
     }
 
     fn check_alive(&self, op: &'static str, path: &Path) -> Result<()> {
-        if self.state.borrow().crashed {
+        let mut state = self.state.borrow_mut();
+        state.operations += 1;
+        if state.faults.crash_after_ops.is_some_and(|limit| state.operations > limit) {
+            state.crashed = true;
+        }
+        if state.crashed {
             return Err(injected(op, path));
         }
         Ok(())

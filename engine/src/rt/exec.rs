@@ -1,0 +1,778 @@
+//! The executor facade: one glommio executor per shard (one shard per core), the two task queues
+//! every shard has (latency-sensitive and background), spawning, timers, and `block_on` for tools
+//! and tests. Nothing outside `engine::rt` sees glommio's executor types.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::Future;
+use std::io::Write as _;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use glommio::{Latency, LocalExecutor, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
+
+use crate::{Error, Result, ShardId};
+
+/// Memory each executor preallocates and registers with io_uring for DMA buffers.
+///
+/// 16 MiB holds sixteen 1 MiB segment writes or read-aheads in flight per shard, more than a
+/// shard issues at once under normal load; anything beyond it still works, from unregistered
+/// heap buffers at a small cost per I/O. It is pinned memory: see [`raise_memlock_limit`].
+pub const DEFAULT_IO_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a task queue may run before glommio checks whether another queue should run.
+///
+/// 2 ms bounds how long background work (retention, compaction) can delay a produce or fetch
+/// that became runnable, well under the few-ms produce latency we aim for, while keeping queue
+/// switches (and the I/O polling done at each switch) to a few hundred per second.
+pub const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(2);
+
+/// The latency budget of the latency-sensitive queue: when it has work, whatever runs must yield
+/// within this long. Half the preemption timer, so a produce waits at most ~1 ms behind a
+/// background task rather than a full timer period.
+pub const LATENCY_QUEUE_BUDGET: Duration = Duration::from_millis(1);
+
+/// CPU shares of the latency-sensitive queue (produce, fetch, the bus).
+///
+/// glommio shares are relative: with the background queue at [`BACKGROUND_QUEUE_SHARES`], the
+/// latency queue gets ~90% of a saturated core.
+pub const LATENCY_QUEUE_SHARES: usize = 1000;
+
+/// CPU shares of the background queue (retention, compaction, index rebuilds).
+///
+/// ~10% of a saturated core: enough that retention keeps up and the disk does not fill under
+/// sustained produce load, little enough that it does not show in produce latency. An idle
+/// latency queue leaves the background queue the whole core.
+pub const BACKGROUND_QUEUE_SHARES: usize = 100;
+
+/// How often the stall guard rings every executor's doorbell; see [`with_stall_guard`].
+///
+/// glommio 0.9 sometimes parks an executor that still has runnable tasks, and nothing on that
+/// executor can wake it again. 1 ms bounds that stall well under the few-ms produce latency we
+/// aim for; the price is one eventfd write and one wake-up per executor per millisecond (a few
+/// microseconds of CPU each).
+pub const STALL_GUARD_INTERVAL: Duration = Duration::from_millis(1);
+
+/// glommio registers the io memory with each of its three rings (main, latency, poll; see
+/// `Reactor::new` in glommio's `sys/uring.rs`), and the kernel accounts each registration
+/// separately against `RLIMIT_MEMLOCK` for users without `CAP_IPC_LOCK`.
+const IO_URING_RINGS_PER_EXECUTOR: usize = 3;
+
+/// glommio rounds io memory up to whole pages and to at least 64 KiB before registering it.
+const IO_MEMORY_MIN_BYTES: usize = 64 * 1024;
+
+/// The page size glommio aligns io memory to.
+const IO_MEMORY_ALIGN_BYTES: usize = 4096;
+
+/// Shards are numbered by a `u16` ([`ShardId`]); far more than any machine has cores.
+const SHARD_COUNT_MAX: usize = u16::MAX as usize + 1;
+
+/// How the runtime is started: how many shards, where they run, and their per-shard budgets.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Number of shards; `None` means one per CPU this process may run on.
+    pub shard_count: Option<usize>,
+    /// DMA memory each shard preallocates and registers with io_uring.
+    pub io_memory_bytes: usize,
+    /// How often a running task queue is asked to yield (see [`DEFAULT_PREEMPT_TIMER`]).
+    pub preempt_timer: Duration,
+    /// Pin shard `i` to the `i`-th CPU this process may run on.
+    pub pin_to_cores: bool,
+    /// Thread name prefix; shard threads are named `<name>-<shard index>`.
+    pub name: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shard_count: None,
+            io_memory_bytes: DEFAULT_IO_MEMORY_BYTES,
+            preempt_timer: DEFAULT_PREEMPT_TIMER,
+            pin_to_cores: true,
+            name: String::from("ringlog-shard"),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The number of shards [`run_shards`] will start: `shard_count`, or one per CPU this process
+    /// may run on. Call it before `run_shards` to size a [`crate::rt::mesh::Mesh`].
+    pub fn resolved_shard_count(&self) -> Result<usize> {
+        let shard_count = match self.shard_count {
+            Some(count) => count,
+            None => allowed_cpus()?.len(),
+        };
+        if shard_count == 0 || shard_count > SHARD_COUNT_MAX {
+            return Err(Error::InvalidConfig {
+                key: "shard_count".into(),
+                reason: format!("{shard_count} is not in 1..={SHARD_COUNT_MAX}"),
+            });
+        }
+        Ok(shard_count)
+    }
+}
+
+/// Which task queue a task runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskClass {
+    /// Work a client is waiting for: produce, fetch, the cross-core bus.
+    Latency,
+    /// Work nobody waits for: retention, compaction, index rebuilds.
+    Background,
+}
+
+/// The task queues of the executor running on this thread, and its shard if it is one.
+#[derive(Clone, Copy)]
+struct LocalQueues {
+    shard_id: Option<ShardId>,
+    latency: TaskQueueHandle,
+    background: TaskQueueHandle,
+}
+
+thread_local! {
+    /// Set while a `run_shards` shard or a `block_on` executor runs on this thread.
+    static LOCAL_QUEUES: Cell<Option<LocalQueues>> = const { Cell::new(None) };
+}
+
+/// Restores the thread's previous queues when an executor's main future ends (or unwinds).
+struct LocalQueuesGuard {
+    previous: Option<LocalQueues>,
+}
+
+impl Drop for LocalQueuesGuard {
+    fn drop(&mut self) {
+        LOCAL_QUEUES.with(|queues| queues.set(self.previous));
+    }
+}
+
+/// Creates the two task queues on the executor running on this thread and makes them current.
+fn install_queues(shard_id: Option<ShardId>) -> LocalQueuesGuard {
+    let executor = glommio::executor();
+    let latency = executor.create_task_queue(
+        Shares::Static(LATENCY_QUEUE_SHARES),
+        Latency::Matters(LATENCY_QUEUE_BUDGET),
+        "latency",
+    );
+    let background = executor.create_task_queue(
+        Shares::Static(BACKGROUND_QUEUE_SHARES),
+        Latency::NotImportant,
+        "background",
+    );
+    let queues = LocalQueues {
+        shard_id,
+        latency,
+        background,
+    };
+    let previous = LOCAL_QUEUES.with(|current| current.replace(Some(queues)));
+    LocalQueuesGuard { previous }
+}
+
+/// A spawned task. Awaiting it yields the task's output; dropping it cancels the task, so call
+/// [`Task::detach`] to let it run on its own.
+#[must_use = "a task is cancelled when dropped; call .detach() to let it run in the background"]
+pub struct Task<T>(glommio::Task<T>);
+
+impl<T> Task<T> {
+    /// Lets the task run to completion in the background; its output is dropped.
+    pub fn detach(self) {
+        // The join handle only reports the output; dropping it does not cancel the task.
+        drop(self.0.detach());
+    }
+
+    /// Cancels the task and waits until its future has been dropped. Returns its output if it
+    /// had already completed.
+    pub async fn cancel(self) -> Option<T> {
+        self.0.cancel().await
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<T> {
+        Pin::new(&mut self.0).poll(context)
+    }
+}
+
+impl<T> fmt::Debug for Task<T> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Task")
+    }
+}
+
+/// Spawns `future` on this shard, in the task queue of `class`.
+///
+/// Outside [`run_shards`] and [`block_on`] (on an executor that did not create our queues) the
+/// task goes to the current task queue. Panics if no executor runs on this thread.
+pub fn spawn<T: 'static>(class: TaskClass, future: impl Future<Output = T> + 'static) -> Task<T> {
+    match LOCAL_QUEUES.with(Cell::get) {
+        Some(queues) => {
+            let queue = match class {
+                TaskClass::Latency => queues.latency,
+                TaskClass::Background => queues.background,
+            };
+            // The queues are created when the executor starts and never removed, so the only
+            // error, "queue not found", would mean the thread-local outlived its executor.
+            let task = glommio::spawn_local_into(future, queue)
+                .expect("the shard's task queues live as long as its executor");
+            Task(task)
+        }
+        None => Task(glommio::spawn_local(future)),
+    }
+}
+
+/// Spawns `future` in the task queue of `class` and lets it run on its own.
+pub fn spawn_detached(class: TaskClass, future: impl Future<Output = ()> + 'static) {
+    spawn(class, future).detach();
+}
+
+/// Waits for `duration`.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Runs `future` for at most `duration`: `Some(output)` if it finished in time, `None` (and the
+/// future dropped) otherwise.
+pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+    // `or` polls the first future first, so a future that is ready wins over an expired timer.
+    futures_lite::future::or(async { Some(future.await) }, async {
+        sleep(duration).await;
+        None
+    })
+    .await
+}
+
+/// Yields to other tasks if this task queue has used up its time slice. Call it in loops that
+/// may run long without awaiting I/O.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
+}
+
+/// The shard running on this thread, or `None` outside [`run_shards`] (in [`block_on`], or on a
+/// thread without an executor).
+pub fn current_shard() -> Option<ShardId> {
+    LOCAL_QUEUES
+        .with(Cell::get)
+        .and_then(|queues| queues.shard_id)
+}
+
+/// A hook run by [`run_shards`] on a shard after its main future returns.
+type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// What a shard's main future knows about its shard. Cheap to clone.
+///
+/// One per shard.
+#[derive(Clone)]
+pub struct ShardContext {
+    /// This shard's index, `0..shard_count`.
+    pub shard_id: ShardId,
+    /// How many shards the runtime started.
+    pub shard_count: usize,
+    /// The CPU this shard is pinned to, if pinned.
+    pub cpu: Option<usize>,
+    shutdown_hooks: Rc<RefCell<Vec<ShutdownHook>>>,
+}
+
+impl ShardContext {
+    fn new(shard_id: ShardId, shard_count: usize, cpu: Option<usize>) -> Self {
+        ShardContext {
+            shard_id,
+            shard_count,
+            cpu,
+            shutdown_hooks: Rc::default(),
+        }
+    }
+
+    /// Every shard of the runtime, in order.
+    pub fn shard_ids(&self) -> impl Iterator<Item = ShardId> {
+        // `resolved_shard_count` bounds the count to `SHARD_COUNT_MAX`, so every index fits.
+        (0..self.shard_count).map(|index| ShardId(index as u16))
+    }
+
+    /// Registers `hook` to run on this shard after the shard's main future returns, before
+    /// [`run_shards`] lets the shard's thread end. Hooks run one at a time, the most recently
+    /// registered first (like destructors). The cross-core bus uses this to leave the mesh.
+    pub fn on_shutdown<F, Fut>(&self, hook: F)
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.shutdown_hooks
+            .borrow_mut()
+            .push(Box::new(move || Box::pin(hook())));
+    }
+
+    async fn run_shutdown_hooks(&self) {
+        // A hook may register further hooks; take one at a time so none is missed or borrowed
+        // across an await.
+        loop {
+            let hook = self.shutdown_hooks.borrow_mut().pop();
+            match hook {
+                Some(hook) => hook().await,
+                None => break,
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ShardContext {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ShardContext")
+            .field("shard_id", &self.shard_id)
+            .field("shard_count", &self.shard_count)
+            .field("cpu", &self.cpu)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts one shard per core, each a glommio executor on its own thread, runs `shard_main` on
+/// every shard, and blocks until all of them have returned. Returns their outputs in shard order.
+///
+/// Every shard starts its executor first; `shard_main` runs only once all executors are up, and
+/// if any fails to start none runs and the error is returned. After `shard_main` returns, the
+/// hooks registered with [`ShardContext::on_shutdown`] run (the bus waits there for the other
+/// shards to finish with it).
+///
+/// A panic on a shard aborts the process after printing which shard panicked: the other shards
+/// may be waiting for it, and a half-alive broker is worse than a dead one.
+pub fn run_shards<F, Fut, T>(config: &RuntimeConfig, shard_main: F) -> Result<Vec<T>>
+where
+    F: Fn(ShardContext) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let shard_count = config.resolved_shard_count()?;
+    let cpus = if config.pin_to_cores {
+        let allowed = allowed_cpus()?;
+        if allowed.len() < shard_count {
+            return Err(Error::InvalidConfig {
+                key: "shard_count".into(),
+                reason: format!(
+                    "{shard_count} pinned shards but this process may run on only {} CPUs \
+                     ({allowed:?}); lower shard_count or disable pin_to_cores",
+                    allowed.len()
+                ),
+            });
+        }
+        Some(allowed)
+    } else {
+        None
+    };
+    raise_memlock_limit(memlock_bytes_needed(shard_count, config.io_memory_bytes));
+
+    let startup = Arc::new(StartupLatch::new(shard_count));
+    let mut threads = Vec::with_capacity(shard_count);
+    for index in 0..shard_count {
+        let shard = ShardStart {
+            shard_id: ShardId(index as u16),
+            shard_count,
+            cpu: cpus.as_ref().map(|cpus| cpus[index]),
+            config: config.clone(),
+            startup: Arc::clone(&startup),
+        };
+        let shard_main = shard_main.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-{index}", config.name))
+            .spawn(move || shard.run(shard_main));
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(source) => {
+                // Release the shards already started: they wait for every shard to arrive.
+                startup.cancel();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(Error::Runtime(format!(
+                    "spawning shard thread {index}: {source}"
+                )));
+            }
+        }
+    }
+
+    let mut outputs = Vec::with_capacity(shard_count);
+    let mut first_error = None;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(output)) => outputs.push(output),
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            // Shards abort on panic (see `ShardStart::run`); this is only reachable if the panic
+            // escaped that, so keep unwinding.
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(outputs),
+    }
+}
+
+/// Everything a shard thread needs to start its executor.
+struct ShardStart {
+    shard_id: ShardId,
+    shard_count: usize,
+    cpu: Option<usize>,
+    config: RuntimeConfig,
+    startup: Arc<StartupLatch>,
+}
+
+impl ShardStart {
+    fn run<F, Fut, T>(self, shard_main: F) -> Result<T>
+    where
+        F: Fn(ShardContext) -> Fut,
+        Fut: Future<Output = T> + 'static,
+    {
+        let placement = match self.cpu {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let executor = make_executor(placement, &self.config);
+        let started = executor.is_ok();
+        if !self.startup.arrive_and_wait(started) {
+            return match executor {
+                Err(error) => Err(error),
+                Ok(_) => Err(Error::Runtime(format!(
+                    "{} not started: another shard failed to start",
+                    self.shard_id
+                ))),
+            };
+        }
+        let executor = executor?;
+        let context = ShardContext::new(self.shard_id, self.shard_count, self.cpu);
+        let shard_id = self.shard_id;
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            executor.run(async move {
+                let _queues = install_queues(Some(shard_id));
+                with_stall_guard(async {
+                    let output = shard_main(context.clone()).await;
+                    context.run_shutdown_hooks().await;
+                    output
+                })
+                .await
+            })
+        }));
+        match outcome {
+            Ok(output) => Ok(output),
+            Err(payload) => abort_after_shard_panic(shard_id, payload.as_ref()),
+        }
+    }
+}
+
+fn make_executor(placement: Placement, config: &RuntimeConfig) -> Result<LocalExecutor> {
+    LocalExecutorBuilder::new(placement)
+        .name(&config.name)
+        .io_memory(config.io_memory_bytes)
+        .preempt_timer(config.preempt_timer)
+        .make()
+        .map_err(|error| Error::Runtime(format!("starting executor: {error}")))
+}
+
+/// Prints which shard panicked and aborts. Written straight to stderr, bypassing the test
+/// harness's output capture, which the abort would otherwise swallow.
+fn abort_after_shard_panic(shard_id: ShardId, payload: &(dyn Any + Send)) -> ! {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "ringlog: {shard_id} panicked: {message}; aborting"
+    );
+    std::process::abort();
+}
+
+/// Lets shard threads start their executors, then either all go on or none does.
+struct StartupLatch {
+    state: Mutex<StartupState>,
+    changed: Condvar,
+}
+
+struct StartupState {
+    waiting_for: usize,
+    failed: bool,
+}
+
+impl StartupLatch {
+    fn new(shard_count: usize) -> Self {
+        StartupLatch {
+            state: Mutex::new(StartupState {
+                waiting_for: shard_count,
+                failed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Reports this shard's start and waits for the others; true if every shard started.
+    fn arrive_and_wait(&self, started: bool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.waiting_for -= 1;
+        state.failed |= !started;
+        self.changed.notify_all();
+        while state.waiting_for > 0 && !state.failed {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        !state.failed
+    }
+
+    fn cancel(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.failed = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Runs `future` to completion on a new unpinned executor on this thread, with the same io
+/// memory, preemption timer and task queues as a shard, so [`spawn`] with a [`TaskClass`] works.
+/// [`current_shard`] is `None` inside. For tools, tests and benchmarks.
+///
+/// Each call makes a fresh executor (io_uring rings, 16 MiB of io memory, one blocking helper
+/// thread) and drops it on return: a few hundred microseconds, fine per property-test case. It may
+/// be called any number of times in sequence on a thread, and from many threads at once, but not
+/// from inside a running executor (glommio allows one running executor per thread and panics).
+/// Tasks still running when `future` returns are dropped with the executor.
+///
+/// Panics if the executor cannot be created; see [`try_block_on`].
+pub fn block_on<T>(future: impl Future<Output = T>) -> T {
+    match try_block_on(&RuntimeConfig::default(), future) {
+        Ok(output) => output,
+        Err(error) => panic!("block_on: {error}"),
+    }
+}
+
+/// [`block_on`] with explicit io memory and preemption timer (`shard_count`, `pin_to_cores` and
+/// `name` are ignored), returning an error if the executor cannot be created.
+pub fn try_block_on<T>(config: &RuntimeConfig, future: impl Future<Output = T>) -> Result<T> {
+    raise_memlock_limit(memlock_bytes_needed(1, config.io_memory_bytes));
+    let executor = make_executor(Placement::Unbound, config)?;
+    Ok(executor.run(async move {
+        let _queues = install_queues(None);
+        with_stall_guard(future).await
+    }))
+}
+
+/// Runs `future` while the process-wide stall guard thread wakes this task every
+/// [`STALL_GUARD_INTERVAL`] from outside the executor.
+///
+/// Why: glommio 0.9's `LocalExecutor::run` parks whenever `run_task_queues` returns false, and
+/// that also happens when a preemption is already pending (`need_preempt`: any completion in the
+/// latency ring) before any queue ran. The park consumes that completion and sleeps with tasks
+/// still queued; if no timer or I/O is pending it never wakes. Two shards ping-ponging over the
+/// mesh hit this within a few thousand round trips and then both sleep forever. A timer on the
+/// executor itself does not help: the task that would re-arm it is among the ones left queued.
+///
+/// A wake from another thread goes through the executor's eventfd (glommio marks a sleeping
+/// executor as wanting notifications before it sleeps), so the parked executor wakes, and its
+/// run loop then runs the queued tasks. The task woken is the executor's main task (this one):
+/// it is registered on its first poll, before anything else can run, and unregistered as soon as
+/// `future` completes, with no await in between that could park unguarded. The cost is a
+/// spurious poll of `future` per interval.
+///
+/// The real fix is in glommio (do not park while a task queue is active); with it this guard
+/// can go.
+async fn with_stall_guard<T>(future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let mut registration: Option<DoorbellRegistration> = None;
+    std::future::poll_fn(|context| {
+        if registration.is_none() && std::env::var_os("RINGLOG_NO_STALL_GUARD").is_none() {
+            // Every waker of a glommio task wakes the same task: register the first one.
+            registration = Some(STALL_GUARD.register(context.waker().clone()));
+        }
+        let poll = future.as_mut().poll(context);
+        if poll.is_ready() {
+            registration = None;
+        }
+        poll
+    })
+    .await
+}
+
+/// The process-wide thread that rings the doorbells of all running executors.
+static STALL_GUARD: StallGuard = StallGuard {
+    state: Mutex::new(StallGuardState {
+        next_id: 0,
+        doorbells: Vec::new(),
+        thread_started: false,
+    }),
+    changed: Condvar::new(),
+};
+
+struct StallGuard {
+    state: Mutex<StallGuardState>,
+    changed: Condvar,
+}
+
+struct StallGuardState {
+    next_id: u64,
+    doorbells: Vec<(u64, std::task::Waker)>,
+    thread_started: bool,
+}
+
+/// Removes its doorbell from the stall guard when dropped (also when a `block_on` unwinds).
+struct DoorbellRegistration {
+    id: u64,
+}
+
+impl Drop for DoorbellRegistration {
+    fn drop(&mut self) {
+        let mut state = STALL_GUARD
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.doorbells.retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl StallGuard {
+    fn register(&'static self, doorbell: std::task::Waker) -> DoorbellRegistration {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.doorbells.push((id, doorbell));
+        if !state.thread_started {
+            let spawned = std::thread::Builder::new()
+                .name("ringlog-stall-guard".into())
+                .spawn(move || self.ring_forever());
+            match spawned {
+                Ok(_) => state.thread_started = true,
+                Err(error) => tracing::warn!(%error, "cannot start the executor stall guard"),
+            }
+        }
+        self.changed.notify_all();
+        DoorbellRegistration { id }
+    }
+
+    fn ring_forever(&self) {
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                while state.doorbells.is_empty() {
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                // Woken under the lock, so a doorbell unregistered after this sees no more wakes.
+                for (_, doorbell) in &state.doorbells {
+                    doorbell.wake_by_ref();
+                }
+            }
+            std::thread::sleep(STALL_GUARD_INTERVAL);
+        }
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask, which honours taskset and cgroups).
+fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zeroes is a valid (empty) value.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let status =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if status != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(Error::Runtime(format!("sched_getaffinity: {source}")));
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the number of bits in `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    if cpus.is_empty() {
+        return Err(Error::Runtime("sched_getaffinity returned no CPUs".into()));
+    }
+    Ok(cpus)
+}
+
+/// Locked memory `executor_count` executors need to register their io memory with every ring.
+fn memlock_bytes_needed(executor_count: usize, io_memory_bytes: usize) -> u64 {
+    let registered = io_memory_bytes
+        .max(IO_MEMORY_MIN_BYTES)
+        .next_multiple_of(IO_MEMORY_ALIGN_BYTES);
+    (executor_count as u64)
+        .saturating_mul(IO_URING_RINGS_PER_EXECUTOR as u64)
+        .saturating_mul(registered as u64)
+}
+
+/// Raises `RLIMIT_MEMLOCK` to at least `bytes_needed` so io memory can be registered.
+///
+/// What glommio does otherwise: below 512 KiB it refuses to create an executor; above that, if
+/// registering the buffers fails (ENOMEM when the limit is exceeded) it logs a warning through
+/// the `log` crate and carries on with unregistered buffers, which work but cost a page-pinning
+/// per I/O. Processes with `CAP_IPC_LOCK` (root) are not limited by the kernel at all. The limit
+/// is compared with everything the user has pinned, so several concurrent `block_on` executors
+/// may still exceed it; that only loses the registration, never correctness.
+fn raise_memlock_limit(bytes_needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= bytes_needed {
+        return;
+    }
+    // Raising the hard limit needs CAP_SYS_RESOURCE; without it, go as high as the hard limit.
+    let wanted = libc::rlimit {
+        rlim_cur: bytes_needed,
+        rlim_max: limit.rlim_max.max(bytes_needed),
+    };
+    let capped = libc::rlimit {
+        rlim_cur: bytes_needed.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: `wanted` is a valid rlimit.
+    let raised = if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &wanted) } == 0 {
+        true
+    } else {
+        // SAFETY: `capped` is a valid rlimit.
+        let capped_ok = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &capped) } == 0;
+        capped_ok && capped.rlim_cur >= bytes_needed
+    };
+    if !raised {
+        tracing::warn!(
+            bytes_needed,
+            soft_limit = limit.rlim_cur,
+            hard_limit = limit.rlim_max,
+            "could not raise RLIMIT_MEMLOCK; io memory may not be registered with io_uring"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_accounts_every_ring() {
+        assert_eq!(memlock_bytes_needed(2, 16 << 20), 2 * 3 * (16 << 20));
+        assert_eq!(memlock_bytes_needed(1, 0), 3 * 64 * 1024);
+        assert_eq!(memlock_bytes_needed(1, 65537), 3 * (65536 + 4096));
+    }
+
+    #[test]
+    fn shard_count_is_validated() {
+        let config = RuntimeConfig {
+            shard_count: Some(0),
+            ..RuntimeConfig::default()
+        };
+        assert!(config.resolved_shard_count().is_err());
+        let config = RuntimeConfig {
+            shard_count: None,
+            ..RuntimeConfig::default()
+        };
+        assert!(config.resolved_shard_count().is_ok_and(|count| count >= 1));
+    }
+}
