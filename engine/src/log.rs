@@ -454,7 +454,7 @@ impl PartitionLog {
         let offsets_overflow =
             state.log_end_offset + incoming_records - active.base_offset >= i64::from(u32::MAX);
         let aged = active
-            .first_batch_timestamp()
+            .first_append_ms()
             .is_some_and(|first| now_ms().saturating_sub(first) >= config.segment_ms);
         full || offsets_overflow || aged
     }

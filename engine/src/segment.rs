@@ -96,7 +96,10 @@ pub struct Segment {
     next_offset: i64,
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
-    first_batch_timestamp: Option<i64>,
+    /// Wall-clock time of the first append (or of reopening a non-empty segment), for
+    /// `segment.ms`. Record timestamps are not used: a producer replaying old data would
+    /// otherwise roll a segment per batch.
+    first_append_ms: Option<i64>,
     index: SegmentIndex,
     sealed: bool,
 }
@@ -176,7 +179,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: i64::MIN,
             offset_of_max_timestamp: base_offset,
-            first_batch_timestamp: None,
+            first_append_ms: None,
             index: SegmentIndex::new(index_interval_bytes),
             sealed: false,
         })
@@ -219,8 +222,8 @@ impl Segment {
         self.offset_of_max_timestamp
     }
 
-    pub fn first_batch_timestamp(&self) -> Option<i64> {
-        self.first_batch_timestamp
+    pub fn first_append_ms(&self) -> Option<i64> {
+        self.first_append_ms
     }
 
     pub fn is_empty(&self) -> bool {
@@ -265,8 +268,8 @@ impl Segment {
             self.max_timestamp = header.max_timestamp;
             self.offset_of_max_timestamp = header.last_offset();
         }
-        if self.first_batch_timestamp.is_none() {
-            self.first_batch_timestamp = Some(header.max_timestamp);
+        if self.first_append_ms.is_none() {
+            self.first_append_ms = Some(crate::log::now_ms());
         }
     }
 
@@ -420,7 +423,7 @@ impl Segment {
         }
         self.offset_of_max_timestamp = offset_of_max;
         if self.end_position == 0 {
-            self.first_batch_timestamp = None;
+            self.first_append_ms = None;
         }
         Ok(())
     }
@@ -460,7 +463,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: i64::MIN,
             offset_of_max_timestamp: base_offset,
-            first_batch_timestamp: None,
+            first_append_ms: None,
             index: SegmentIndex::new(index_interval_bytes),
             sealed: false,
         };
@@ -493,11 +496,8 @@ impl Segment {
         if start < scan_limit {
             segment.scan_from(start, scan_limit, known_end.is_some(), &mut report).await?;
         }
-        if segment.end_position > 0 && segment.first_batch_timestamp.is_none() {
-            let mut reader = ChunkReader::new(segment.file.clone(), segment.end_position);
-            if let Ok((header, _)) = read_valid_frame(&mut reader, 0, None).await? {
-                segment.first_batch_timestamp = Some(header.max_timestamp);
-            }
+        if segment.end_position > 0 && segment.first_append_ms.is_none() {
+            segment.first_append_ms = Some(crate::log::now_ms());
         }
         segment.written_position = segment.end_position;
         segment.synced_position = segment.end_position;
