@@ -7,3 +7,4 @@
 pub mod machine;
 pub mod measure;
 pub mod storage;
+pub mod watchdog;

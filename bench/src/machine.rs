@@ -38,7 +38,12 @@ impl MachineInfo {
             nproc: std::thread::available_parallelism().map_or(0, |count| count.get()),
             cpu_model: first_field("/proc/cpuinfo", "model name").unwrap_or_default(),
             memory_total_kib: first_field("/proc/meminfo", "MemTotal")
-                .and_then(|value| value.split_whitespace().next().and_then(|kib| kib.parse().ok()))
+                .and_then(|value| {
+                    value
+                        .split_whitespace()
+                        .next()
+                        .and_then(|kib| kib.parse().ok())
+                })
                 .unwrap_or(0),
             kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
             ..MachineInfo::default()
@@ -71,14 +76,21 @@ pub fn ensure_on_disk(dir: &Path) -> anyhow::Result<()> {
     #[allow(clippy::unnecessary_cast)] // f_type's width differs between libc targets
     let magic = stats.f_type as i64;
     if magic == TMPFS_MAGIC || magic == RAMFS_MAGIC {
-        bail!("{} is on a memory filesystem; pass --dir on the disk to measure", dir.display());
+        bail!(
+            "{} is on a memory filesystem; pass --dir on the disk to measure",
+            dir.display()
+        );
     }
     Ok(())
 }
 
 /// `df -T -P -k dir`: (device, filesystem type, size in KiB).
 fn df(dir: &Path) -> Option<(String, String, u64)> {
-    let output = Command::new("df").args(["-T", "-P", "-k"]).arg(dir).output().ok()?;
+    let output = Command::new("df")
+        .args(["-T", "-P", "-k"])
+        .arg(dir)
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text.lines().nth(1)?;
     let mut fields = line.split_whitespace();
@@ -89,7 +101,9 @@ fn df(dir: &Path) -> Option<(String, String, u64)> {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|text| text.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_string())
 }
 
 /// The value of the first `key: value` line of a /proc file.
@@ -99,4 +113,9 @@ fn first_field(path: &str, key: &str) -> Option<String> {
         let (name, value) = line.split_once(':')?;
         (name.trim() == key).then(|| value.trim().to_string())
     })
+}
+
+/// The load averages from /proc/loadavg ("1-min 5-min 15-min running/total last-pid").
+pub fn load_average() -> String {
+    read_trimmed("/proc/loadavg").unwrap_or_default()
 }

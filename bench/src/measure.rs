@@ -25,7 +25,9 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Records `elapsed` (rounded to whole microseconds, at least 1) into `histogram`.
 pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
-    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
+    let micros = u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
     histogram.saturating_record(micros);
 }
 
@@ -68,7 +70,10 @@ pub fn process_cpu() -> Duration {
 }
 
 fn cpu_clock(clock: libc::clockid_t) -> Duration {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid, writable timespec; the clock ids used are always supported.
     let status = unsafe { libc::clock_gettime(clock, &mut now) };
     if status != 0 {
@@ -126,6 +131,8 @@ mod tests {
     fn rates() {
         assert!((mb_per_s(2_000_000, Duration::from_secs(2)) - 1.0).abs() < 1e-9);
         assert_eq!(per_second(5.0, Duration::ZERO), 0.0);
-        assert!((cpu_percent(Duration::from_millis(500), Duration::from_secs(1)) - 50.0).abs() < 1e-9);
+        assert!(
+            (cpu_percent(Duration::from_millis(500), Duration::from_secs(1)) - 50.0).abs() < 1e-9
+        );
     }
 }
