@@ -403,12 +403,12 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     batch[batch_field::CRC..batch_field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A record's key and value; `None` is Kafka's null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Builds an uncompressed v2 RecordBatch from (key, value) pairs. The engine never builds
 /// batches on the data path; this serves tests, benchmarks and tools that need valid batches.
-pub fn build_batch(
-    base_timestamp_ms: i64,
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
-) -> Bytes {
+pub fn build_batch(base_timestamp_ms: i64, records: &[KeyValue<'_>]) -> Bytes {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body = Vec::new();
     for (index, (key, value)) in records.iter().enumerate() {

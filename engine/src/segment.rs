@@ -164,7 +164,20 @@ impl Segment {
         file.truncate(0).await?;
         file.pre_allocate(allocation_step_bytes).await?;
         storage.sync_dir(dir).await?;
-        Ok(Segment {
+        Ok(Segment::empty(base_offset, log_path, index_path, file, index_interval_bytes, segment_bytes, allocation_step_bytes))
+    }
+
+    /// A segment with no frames over `file`, which has `allocated_bytes` reserved.
+    fn empty(
+        base_offset: i64,
+        log_path: PathBuf,
+        index_path: PathBuf,
+        file: File,
+        index_interval_bytes: u64,
+        segment_bytes: u64,
+        allocated_bytes: u64,
+    ) -> Segment {
+        Segment {
             base_offset,
             log_path,
             index_path,
@@ -172,8 +185,8 @@ impl Segment {
             end_position: 0,
             written_position: 0,
             synced_position: 0,
-            allocated_bytes: allocation_step_bytes,
-            allocation_step_bytes,
+            allocated_bytes,
+            allocation_step_bytes: allocation_step(segment_bytes),
             tail_start: 0,
             tail: Vec::new(),
             next_offset: base_offset,
@@ -182,7 +195,7 @@ impl Segment {
             first_append_ms: None,
             index: SegmentIndex::new(index_interval_bytes),
             sealed: false,
-        })
+        }
     }
 
     pub fn log_path(&self) -> &Path {
@@ -448,25 +461,7 @@ impl Segment {
                 .filter(|(_, checkpoint)| checkpoint.covered_position <= file_size),
             _ => None,
         };
-        let mut segment = Segment {
-            base_offset,
-            log_path,
-            index_path,
-            file,
-            end_position: 0,
-            written_position: 0,
-            synced_position: 0,
-            allocated_bytes: file_size,
-            allocation_step_bytes: allocation_step(segment_bytes),
-            tail_start: 0,
-            tail: Vec::new(),
-            next_offset: base_offset,
-            max_timestamp: i64::MIN,
-            offset_of_max_timestamp: base_offset,
-            first_append_ms: None,
-            index: SegmentIndex::new(index_interval_bytes),
-            sealed: false,
-        };
+        let mut segment = Segment::empty(base_offset, log_path, index_path, file, index_interval_bytes, segment_bytes, file_size);
         // Where the frames are known to end, if anything recorded it.
         let known_end = match kind {
             OpenKind::Sealed => Some(file_size),

@@ -199,6 +199,9 @@ async fn run(ops: Vec<Op>, seed: u64) {
         assert_eq!(log.log_end_offset(), model.log_end);
         assert_eq!(log.log_start_offset(), model.log_start);
     }
+    if std::env::var_os("RINGLOG_MODEL_STATS").is_some() {
+        eprintln!("model case: log end {} start {} batches {}", model.log_end, model.log_start, model.batches.len());
+    }
     check_everything(&log, &model, 1).await;
     check_everything(&log, &model, 10_000).await;
     disk.crash();
@@ -209,7 +212,7 @@ async fn run(ops: Vec<Op>, seed: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(ops in prop::collection::vec(op_strategy(), 1..60), seed in any::<u64>()) {

@@ -234,36 +234,21 @@ impl Shard {
                 ShardResponse::CreatePartitions(results)
             }
             ShardRequest::AppendBatches(AppendBatches { appends }) => {
-                let tasks: Vec<_> = appends
-                    .into_iter()
-                    .map(|append| {
-                        let log = self.log(&append.partition);
-                        let task = rt::spawn(TaskClass::Latency, async move {
-                            log?.append(&append.records, append.leader_epoch).await
-                        });
-                        (append.partition, task)
-                    })
-                    .collect();
-                let mut results = Vec::with_capacity(tasks.len());
-                for (partition, task) in tasks {
-                    results.push((partition, task.await));
-                }
-                ShardResponse::AppendBatches(results)
+                let work = appends.into_iter().map(|append| {
+                    let log = self.log(&append.partition);
+                    let work = async move { log?.append(&append.records, append.leader_epoch).await };
+                    (append.partition, work)
+                });
+                ShardResponse::AppendBatches(concurrently(work).await)
             }
             ShardRequest::ReadPartitions(ReadPartitions { reads }) => {
-                let tasks: Vec<_> = reads
-                    .into_iter()
-                    .map(|read| {
-                        let log = self.log(&read.partition);
-                        let task = rt::spawn(TaskClass::Latency, async move {
-                            log?.read(read.offset, read.max_bytes, read.limit).await
-                        });
-                        (read.partition, task)
-                    })
-                    .collect();
-                let mut results = Vec::with_capacity(tasks.len());
-                for (partition, task) in tasks {
-                    let result = task.await;
+                let work = reads.into_iter().map(|read| {
+                    let log = self.log(&read.partition);
+                    let work = async move { log?.read(read.offset, read.max_bytes, read.limit).await };
+                    (read.partition, work)
+                });
+                let mut results = Vec::new();
+                for (partition, result) in concurrently(work).await {
                     if let Err(error @ Error::Corrupt { .. }) = &result {
                         // Data that was acknowledged is damaged: take the partition offline
                         // with the error rather than keep appending after a hole.
@@ -363,4 +348,18 @@ impl Shard {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Runs each partition's work in its own latency-class task, so the partitions of one message
+/// proceed concurrently, and returns the results in order.
+async fn concurrently<T: 'static>(
+    work: impl Iterator<Item = (TopicPartition, impl std::future::Future<Output = T> + 'static)>,
+) -> Vec<(TopicPartition, T)> {
+    let tasks: Vec<_> =
+        work.map(|(partition, future)| (partition, rt::spawn(TaskClass::Latency, future))).collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for (partition, task) in tasks {
+        results.push((partition, task.await));
+    }
+    results
 }
