@@ -221,6 +221,12 @@ impl PartitionLog {
             };
             let (segment, report) =
                 Segment::open(&storage, &dir, base, config.index_interval_bytes, config.segment_bytes, kind).await?;
+            if kind == OpenKind::Sealed && report.rebuilt_index {
+                // Write the rebuilt index back so the next open does not scan again.
+                if let Some((bytes, _)) = segment.checkpoint() {
+                    storage.write_file_atomic(segment.index_path(), &bytes).await?;
+                }
+            }
             if let Some(previous) = segments.values().next_back().map(Segment::next_offset) {
                 if previous != base {
                     return Err(Error::Corrupt {
@@ -721,9 +727,7 @@ impl PartitionLog {
             while position < end {
                 let (header, payload) = match crate::segment::read_valid_frame(&mut reader, position, None).await? {
                     Ok(frame) => frame,
-                    Err(reason) => {
-                        return Err(Error::Corrupt { path: self.dir.clone(), position, reason })
-                    }
+                    Err(reason) => return Err(self.corrupt_at(base, position, reason)),
                 };
                 if header.base_offset >= upper {
                     return Ok(None);
