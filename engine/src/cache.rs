@@ -64,7 +64,10 @@ pub struct BatchCache {
 impl BatchCache {
     pub fn new(budget_bytes: usize) -> Rc<BatchCache> {
         Rc::new(BatchCache {
-            inner: RefCell::new(Inner { budget_bytes, ..Inner::default() }),
+            inner: RefCell::new(Inner {
+                budget_bytes,
+                ..Inner::default()
+            }),
         })
     }
 
@@ -76,7 +79,10 @@ impl BatchCache {
 
     pub fn stats(&self) -> CacheStats {
         let inner = self.inner.borrow();
-        CacheStats { used_bytes: inner.used_bytes, ..inner.stats }
+        CacheStats {
+            used_bytes: inner.used_bytes,
+            ..inner.stats
+        }
     }
 
     pub fn insert(&self, log: LogKey, base_offset: i64, last_offset: i64, bytes: Bytes) {
@@ -89,16 +95,30 @@ impl BatchCache {
         inner.next_sequence += 1;
         let sequence = inner.next_sequence;
         let batches = inner.logs.entry(log).or_default();
-        if let Some(old) = batches.insert(base_offset, CachedBatch { last_offset, bytes, sequence }) {
+        if let Some(old) = batches.insert(
+            base_offset,
+            CachedBatch {
+                last_offset,
+                bytes,
+                sequence,
+            },
+        ) {
             inner.used_bytes -= old.bytes.len() + ENTRY_OVERHEAD_BYTES;
         }
         inner.used_bytes += charge;
         inner.order.push_back((log, base_offset, sequence));
         inner.stats.inserted_batches += 1;
         while inner.used_bytes > inner.budget_bytes {
-            let Some((log, base, sequence)) = inner.order.pop_front() else { break };
-            let Some(batches) = inner.logs.get_mut(&log) else { continue };
-            if batches.get(&base).is_some_and(|batch| batch.sequence == sequence) {
+            let Some((log, base, sequence)) = inner.order.pop_front() else {
+                break;
+            };
+            let Some(batches) = inner.logs.get_mut(&log) else {
+                continue;
+            };
+            if batches
+                .get(&base)
+                .is_some_and(|batch| batch.sequence == sequence)
+            {
                 if let Some(batch) = batches.remove(&base) {
                     inner.used_bytes -= batch.bytes.len() + ENTRY_OVERHEAD_BYTES;
                     inner.stats.evicted_batches += 1;
@@ -109,7 +129,13 @@ impl BatchCache {
 
     /// Whole batches starting with the one that holds `offset`, contiguous, below
     /// `upper_offset`, within `max_bytes` (but at least one batch). `None` on a miss.
-    pub fn read(&self, log: LogKey, offset: i64, max_bytes: usize, upper_offset: i64) -> Option<CachedRead> {
+    pub fn read(
+        &self,
+        log: LogKey,
+        offset: i64,
+        max_bytes: usize,
+        upper_offset: i64,
+    ) -> Option<CachedRead> {
         let mut inner = self.inner.borrow_mut();
         let found = Self::collect(&inner, log, offset, max_bytes, upper_offset);
         match found {
@@ -119,13 +145,22 @@ impl BatchCache {
         found
     }
 
-    fn collect(inner: &Inner, log: LogKey, offset: i64, max_bytes: usize, upper_offset: i64) -> Option<CachedRead> {
+    fn collect(
+        inner: &Inner,
+        log: LogKey,
+        offset: i64,
+        max_bytes: usize,
+        upper_offset: i64,
+    ) -> Option<CachedRead> {
         let batches = inner.logs.get(&log)?;
         let (&first_base, first) = batches.range(..=offset).next_back()?;
         if first.last_offset < offset || first_base >= upper_offset {
             return None;
         }
-        let mut read = CachedRead { batches: Vec::new(), next_offset: first_base };
+        let mut read = CachedRead {
+            batches: Vec::new(),
+            next_offset: first_base,
+        };
         let mut total = 0;
         for (&base, batch) in batches.range(first_base..) {
             if base != read.next_offset || base >= upper_offset {
@@ -143,7 +178,9 @@ impl BatchCache {
 
     /// Drops batches whose last offset is at or past `offset` (the log was truncated).
     pub fn remove_from(&self, log: LogKey, offset: i64) {
-        self.remove_where(log, |base, batch| base >= offset || batch.last_offset >= offset);
+        self.remove_where(log, |base, batch| {
+            base >= offset || batch.last_offset >= offset
+        });
     }
 
     /// Drops batches wholly below `offset` (the log start advanced).
@@ -159,7 +196,9 @@ impl BatchCache {
     fn remove_where(&self, log: LogKey, doomed: impl Fn(i64, &CachedBatch) -> bool) {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        let Some(batches) = inner.logs.get_mut(&log) else { return };
+        let Some(batches) = inner.logs.get_mut(&log) else {
+            return;
+        };
         batches.retain(|&base, batch| {
             let remove = doomed(base, batch);
             if remove {
@@ -190,12 +229,20 @@ mod tests {
         assert_eq!(read.next_offset, 20);
         let read = cache.read(log, 15, 1000, 30).expect("hit");
         assert_eq!(read.batches.len(), 2);
-        let read = cache.read(log, 0, 1, 20).expect("at least one batch even over max_bytes");
+        let read = cache
+            .read(log, 0, 1, 20)
+            .expect("at least one batch even over max_bytes");
         assert_eq!(read.batches.len(), 1);
-        assert!(cache.read(log, 0, 1000, 0).is_none(), "nothing below the upper bound");
+        assert!(
+            cache.read(log, 0, 1000, 0).is_none(),
+            "nothing below the upper bound"
+        );
         assert!(cache.read(log, 30, 1000, 40).is_none());
         let read = cache.read(log, 0, 10_000, 20).expect("hit");
-        assert_eq!(read.next_offset, 20, "stops at the upper bound (high watermark)");
+        assert_eq!(
+            read.next_offset, 20,
+            "stops at the upper bound (high watermark)"
+        );
     }
 
     #[test]
@@ -221,7 +268,10 @@ mod tests {
         }
         cache.remove_from(log, 25);
         assert!(cache.read(log, 25, 1000, 100).is_none());
-        assert_eq!(cache.read(log, 0, 1000, 100).map(|read| read.next_offset), Some(20));
+        assert_eq!(
+            cache.read(log, 0, 1000, 100).map(|read| read.next_offset),
+            Some(20)
+        );
         cache.remove_below(log, 10);
         assert!(cache.read(log, 5, 1000, 100).is_none());
         cache.remove_log(log);

@@ -99,15 +99,24 @@ impl LogConfig {
         if self.flush_messages <= 1 && self.flush_ms == u64::MAX || self.flush_ms == 0 {
             FlushPolicy::EveryAppend
         } else {
-            FlushPolicy::Relaxed { messages: self.flush_messages.max(1), interval_ms: self.flush_ms }
+            FlushPolicy::Relaxed {
+                messages: self.flush_messages.max(1),
+                interval_ms: self.flush_ms,
+            }
         }
     }
 
     /// Sets one config by its Kafka name, validating the value.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let invalid = |reason: String| Error::InvalidConfig { key: key.to_string(), reason };
+        let invalid = |reason: String| Error::InvalidConfig {
+            key: key.to_string(),
+            reason,
+        };
         let parse_i64 = |value: &str| {
-            value.trim().parse::<i64>().map_err(|_| invalid(format!("'{value}' is not an integer")))
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| invalid(format!("'{value}' is not an integer")))
         };
         match key {
             "segment.bytes" => {
@@ -143,14 +152,20 @@ impl LogConfig {
             "cleanup.policy" => {
                 let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
                 parts.sort_unstable();
-                if parts.is_empty() || parts.iter().any(|part| !["compact", "delete"].contains(part)) {
+                if parts.is_empty()
+                    || parts
+                        .iter()
+                        .any(|part| !["compact", "delete"].contains(part))
+                {
                     return Err(invalid(format!("'{value}' is not delete, compact or both")));
                 }
                 self.cleanup_policy = parts.join(",");
             }
             "message.timestamp.type" => {
                 if value != "CreateTime" && value != "LogAppendTime" {
-                    return Err(invalid(format!("'{value}' is not CreateTime or LogAppendTime")));
+                    return Err(invalid(format!(
+                        "'{value}' is not CreateTime or LogAppendTime"
+                    )));
                 }
                 self.message_timestamp_type = value.to_string();
             }
@@ -178,8 +193,11 @@ impl LogConfig {
 
     /// Every config as (Kafka name, value) pairs, for DescribeConfigs.
     pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
-        let flush_ms =
-            if self.flush_ms == u64::MAX { i64::MAX.to_string() } else { self.flush_ms.to_string() };
+        let flush_ms = if self.flush_ms == u64::MAX {
+            i64::MAX.to_string()
+        } else {
+            self.flush_ms.to_string()
+        };
         vec![
             ("segment.bytes", self.segment_bytes.to_string()),
             ("segment.ms", self.segment_ms.to_string()),
@@ -188,11 +206,20 @@ impl LogConfig {
             ("flush.messages", self.flush_messages.to_string()),
             ("flush.ms", flush_ms),
             ("max.message.bytes", self.max_message_bytes.to_string()),
-            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
             ("cleanup.policy", self.cleanup_policy.clone()),
-            ("message.timestamp.type", self.message_timestamp_type.clone()),
+            (
+                "message.timestamp.type",
+                self.message_timestamp_type.clone(),
+            ),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
-            ("unclean.leader.election.enable", self.unclean_leader_election_enable.to_string()),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election_enable.to_string(),
+            ),
         ]
     }
 }
@@ -217,7 +244,10 @@ mod tests {
 
     #[test]
     fn defaults_sync_every_append() {
-        assert_eq!(LogConfig::default().flush_policy(), FlushPolicy::EveryAppend);
+        assert_eq!(
+            LogConfig::default().flush_policy(),
+            FlushPolicy::EveryAppend
+        );
     }
 
     #[test]
@@ -227,7 +257,10 @@ mod tests {
         config.set("flush.ms", "50").expect("valid");
         assert_eq!(
             config.flush_policy(),
-            FlushPolicy::Relaxed { messages: 1000, interval_ms: 50 }
+            FlushPolicy::Relaxed {
+                messages: 1000,
+                interval_ms: 50
+            }
         );
     }
 
@@ -246,6 +279,10 @@ mod tests {
                 other => panic!("{key}={value} gave {other:?}"),
             }
         }
-        assert_eq!(config, LogConfig::default(), "a rejected value changes nothing");
+        assert_eq!(
+            config,
+            LogConfig::default(),
+            "a rejected value changes nothing"
+        );
     }
 }

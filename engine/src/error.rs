@@ -9,7 +9,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// An I/O operation failed; carries the operation and the path it was applied to.
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A record batch sent by a client is malformed: the message says what is wrong.
     #[error("invalid record batch: {0}")]
@@ -25,7 +29,11 @@ pub enum Error {
 
     /// Data read back from disk failed validation in the middle of a log.
     #[error("corrupt log {path} at position {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
 
     /// The log stopped accepting writes after a failed write or fdatasync.
     #[error("partition log {path} is poisoned: {reason}")]
@@ -33,7 +41,11 @@ pub enum Error {
 
     /// A requested offset lies outside `[log_start_offset, log_end_offset]`.
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
 
     /// A configuration value is out of range or of the wrong form.
     #[error("invalid config {key}: {reason}")]
@@ -63,6 +75,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -166,7 +166,11 @@ fn archive(header: &FrameHeader) -> [u8; FRAME_HEADER_BYTES] {
     )
     .map(|buffer| buffer.len());
     // Serializing a struct of primitives into a buffer of exactly its size cannot fail.
-    assert_eq!(written.ok(), Some(FRAME_HEADER_BYTES), "frame header archive size");
+    assert_eq!(
+        written.ok(),
+        Some(FRAME_HEADER_BYTES),
+        "frame header archive size"
+    );
     aligned.0
 }
 
@@ -286,14 +290,23 @@ pub fn validate_batch(batch: &[u8]) -> Result<BatchInfo> {
         )));
     }
     if info.magic != 2 {
-        return Err(Error::InvalidBatch(format!("unsupported magic {}", info.magic)));
+        return Err(Error::InvalidBatch(format!(
+            "unsupported magic {}",
+            info.magic
+        )));
     }
     let computed = batch_crc(batch);
     if computed != info.crc {
-        return Err(Error::CorruptBatch { stored: info.crc, computed });
+        return Err(Error::CorruptBatch {
+            stored: info.crc,
+            computed,
+        });
     }
     if info.records_count <= 0 {
-        return Err(Error::InvalidBatch(format!("record count {}", info.records_count)));
+        return Err(Error::InvalidBatch(format!(
+            "record count {}",
+            info.records_count
+        )));
     }
     if info.last_offset_delta != info.records_count - 1 {
         return Err(Error::InvalidBatch(format!(
@@ -394,7 +407,8 @@ pub fn patch_batch(batch: &[u8], base_offset: i64, leader_epoch: i32) -> BytesMu
 /// a broker does for topics with `message.timestamp.type=LogAppendTime`, and recomputes its
 /// CRC-32C (both fields are covered by it).
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
-    let attributes = read_i16(batch, batch_field::ATTRIBUTES) | attributes::TIMESTAMP_TYPE_LOG_APPEND;
+    let attributes =
+        read_i16(batch, batch_field::ATTRIBUTES) | attributes::TIMESTAMP_TYPE_LOG_APPEND;
     batch[batch_field::ATTRIBUTES..batch_field::ATTRIBUTES + 2]
         .copy_from_slice(&attributes.to_be_bytes());
     batch[batch_field::MAX_TIMESTAMP..batch_field::MAX_TIMESTAMP + 8]
@@ -434,7 +448,8 @@ pub fn build_batch(base_timestamp_ms: i64, records: &[KeyValue<'_>]) -> Bytes {
     use batch_field::*;
     batch[BATCH_LENGTH..BATCH_LENGTH + 4]
         .copy_from_slice(&((total - BATCH_LENGTH_PREFIX_BYTES) as i32).to_be_bytes());
-    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&(-1_i32).to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&(-1_i32).to_be_bytes());
     batch[MAGIC] = 2;
     batch[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
         .copy_from_slice(&(records.len() as i32 - 1).to_be_bytes());
@@ -495,10 +510,19 @@ mod tests {
         for index in 0..FRAME_HEADER_BYTES {
             let mut damaged = bytes;
             damaged[index] ^= 0x01;
-            assert!(FrameHeader::decode(&damaged).is_err(), "flip at byte {index} not detected");
+            assert!(
+                FrameHeader::decode(&damaged).is_err(),
+                "flip at byte {index} not detected"
+            );
         }
-        assert_eq!(FrameHeader::decode(&[0; FRAME_HEADER_BYTES]), Err(FrameError::Zeroed));
-        assert_eq!(FrameHeader::decode(&bytes[..10]), Err(FrameError::Truncated));
+        assert_eq!(
+            FrameHeader::decode(&[0; FRAME_HEADER_BYTES]),
+            Err(FrameError::Zeroed)
+        );
+        assert_eq!(
+            FrameHeader::decode(&bytes[..10]),
+            Err(FrameError::Truncated)
+        );
     }
 
     #[test]
@@ -515,7 +539,10 @@ mod tests {
 
     #[test]
     fn builds_and_validates_batches() {
-        let batch = build_batch(1000, &[(Some(b"k"), Some(b"v")), (None, None), (None, Some(b""))]);
+        let batch = build_batch(
+            1000,
+            &[(Some(b"k"), Some(b"v")), (None, None), (None, Some(b""))],
+        );
         let info = validate_batch(&batch).expect("valid");
         assert_eq!(info.records_count, 3);
         assert_eq!(info.last_offset_delta, 2);
@@ -531,10 +558,16 @@ mod tests {
         let mut flipped = batch.to_vec();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert!(matches!(validate_batch(&flipped), Err(Error::CorruptBatch { .. })));
+        assert!(matches!(
+            validate_batch(&flipped),
+            Err(Error::CorruptBatch { .. })
+        ));
         let mut magic = batch.to_vec();
         magic[batch_field::MAGIC] = 1;
-        assert!(matches!(validate_batch(&magic), Err(Error::InvalidBatch(_))));
+        assert!(matches!(
+            validate_batch(&magic),
+            Err(Error::InvalidBatch(_))
+        ));
         // A record count that disagrees with the records present: fix up the CRC so only the
         // count is wrong.
         let mut count = batch.to_vec();
@@ -542,7 +575,10 @@ mod tests {
         count[batch_field::LAST_OFFSET_DELTA + 3] = 1;
         let crc = batch_crc(&count);
         count[batch_field::CRC..batch_field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate_batch(&count), Err(Error::InvalidBatch(_))));
+        assert!(matches!(
+            validate_batch(&count),
+            Err(Error::InvalidBatch(_))
+        ));
         assert!(validate_batch(&batch[..30]).is_err());
     }
 

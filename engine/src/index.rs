@@ -89,28 +89,40 @@ impl SegmentIndex {
 
     /// Position from which to scan for the frame holding `relative_offset`.
     pub fn position_for_offset(&self, relative_offset: u32) -> u64 {
-        let after = self.entries.partition_point(|entry| entry.relative_offset <= relative_offset);
-        after.checked_sub(1).map_or(0, |index| u64::from(self.entries[index].position))
+        let after = self
+            .entries
+            .partition_point(|entry| entry.relative_offset <= relative_offset);
+        after
+            .checked_sub(1)
+            .map_or(0, |index| u64::from(self.entries[index].position))
     }
 
     /// Position from which to scan for the first batch with max timestamp >= `timestamp`.
     pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
-        let after = self.entries.partition_point(|entry| entry.max_timestamp_before < timestamp);
-        after.checked_sub(1).map_or(0, |index| u64::from(self.entries[index].position))
+        let after = self
+            .entries
+            .partition_point(|entry| entry.max_timestamp_before < timestamp);
+        after
+            .checked_sub(1)
+            .map_or(0, |index| u64::from(self.entries[index].position))
     }
 
     /// Drops entries at or past `position` (after a truncation). The running maximum is reset
     /// conservatively from the last remaining entry; the caller re-feeds frames past it.
     pub fn truncate_to_position(&mut self, position: u64) {
-        self.entries.retain(|entry| u64::from(entry.position) < position);
+        self.entries
+            .retain(|entry| u64::from(entry.position) < position);
         self.bytes_since_entry = self.interval_bytes;
-        self.running_max_timestamp =
-            self.entries.last().map_or(i64::MIN, |entry| entry.max_timestamp_before);
+        self.running_max_timestamp = self
+            .entries
+            .last()
+            .map_or(i64::MIN, |entry| entry.max_timestamp_before);
     }
 
     /// Serializes the index and the segment statistics it covers.
     pub fn encode(&self, checkpoint: &IndexCheckpoint) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(INDEX_HEADER_BYTES + self.entries.len() * INDEX_ENTRY_BYTES);
+        let mut bytes =
+            Vec::with_capacity(INDEX_HEADER_BYTES + self.entries.len() * INDEX_ENTRY_BYTES);
         bytes.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
         bytes.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         bytes.extend_from_slice(&0_u16.to_le_bytes());
@@ -137,7 +149,9 @@ impl SegmentIndex {
         if bytes.len() < INDEX_HEADER_BYTES {
             return Err(damaged("shorter than its header"));
         }
-        let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let i64_at = |at: usize| {
             let mut buffer = [0_u8; 8];
             buffer.copy_from_slice(&bytes[at..at + 8]);
@@ -214,7 +228,12 @@ mod tests {
         let mut index = SegmentIndex::new(100);
         // Ten frames of 60 bytes: an entry at the first frame and then every 120 bytes.
         for frame in 0..10_u32 {
-            index.on_append(frame * 3, u64::from(frame) * 60, 60, 1000 + i64::from(frame));
+            index.on_append(
+                frame * 3,
+                u64::from(frame) * 60,
+                60,
+                1000 + i64::from(frame),
+            );
         }
         let positions: Vec<u32> = index.entries().iter().map(|entry| entry.position).collect();
         assert_eq!(positions, vec![0, 120, 240, 360, 480]);
@@ -246,7 +265,10 @@ mod tests {
         for position in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[position] ^= 0x40;
-            assert!(SegmentIndex::decode(&damaged, 10).is_err(), "flip at {position}");
+            assert!(
+                SegmentIndex::decode(&damaged, 10).is_err(),
+                "flip at {position}"
+            );
         }
         assert!(SegmentIndex::decode(&bytes[..bytes.len() - 1], 10).is_err());
     }

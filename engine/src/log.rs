@@ -150,11 +150,17 @@ impl State {
     fn active(&self) -> &Segment {
         // A log always has an active segment until `close`, after which nothing calls this:
         // every entry point checks `closed` first.
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 }
 
@@ -179,8 +185,14 @@ pub fn now_ms() -> i64 {
 impl PartitionLog {
     /// Opens (recovering if needed) or creates the log in `options.dir`.
     pub async fn open(options: LogOptions) -> Result<(PartitionLog, LogRecovery)> {
-        let LogOptions { storage, dir, topic_partition, config, cache, auto_high_watermark } =
-            options;
+        let LogOptions {
+            storage,
+            dir,
+            topic_partition,
+            config,
+            cache,
+            auto_high_watermark,
+        } = options;
         if !storage.is_dir(&dir).await {
             storage.create_dir_all(&dir).await?;
             if let Some(parent) = dir.parent() {
@@ -188,7 +200,10 @@ impl PartitionLog {
             }
         }
         let names = storage.list_dir(&dir).await?;
-        let mut bases: Vec<i64> = names.iter().filter_map(|name| parse_log_file_name(name)).collect();
+        let mut bases: Vec<i64> = names
+            .iter()
+            .filter_map(|name| parse_log_file_name(name))
+            .collect();
         bases.sort_unstable();
         for name in &names {
             // Leftovers of interrupted atomic writes, and indexes whose segment is gone.
@@ -215,16 +230,27 @@ impl PartitionLog {
                 _ if !last => OpenKind::Sealed,
                 Some(marker) if marker.active_base_offset == base => {
                     recovery.clean_shutdown = true;
-                    OpenKind::ActiveClean { end_position: marker.end_position }
+                    OpenKind::ActiveClean {
+                        end_position: marker.end_position,
+                    }
                 }
                 _ => OpenKind::ActiveUnclean,
             };
-            let (segment, report) =
-                Segment::open(&storage, &dir, base, config.index_interval_bytes, config.segment_bytes, kind).await?;
+            let (segment, report) = Segment::open(
+                &storage,
+                &dir,
+                base,
+                config.index_interval_bytes,
+                config.segment_bytes,
+                kind,
+            )
+            .await?;
             if kind == OpenKind::Sealed && report.rebuilt_index {
                 // Write the rebuilt index back so the next open does not scan again.
                 if let Some((bytes, _)) = segment.checkpoint() {
-                    storage.write_file_atomic(segment.index_path(), &bytes).await?;
+                    storage
+                        .write_file_atomic(segment.index_path(), &bytes)
+                        .await?;
                 }
             }
             if let Some(previous) = segments.values().next_back().map(Segment::next_offset) {
@@ -242,13 +268,22 @@ impl PartitionLog {
             segments.insert(base, segment);
         }
         if segments.is_empty() {
-            let segment =
-                Segment::create(&storage, &dir, log_start_offset, config.index_interval_bytes, config.segment_bytes).await?;
+            let segment = Segment::create(
+                &storage,
+                &dir,
+                log_start_offset,
+                config.index_interval_bytes,
+                config.segment_bytes,
+            )
+            .await?;
             segments.insert(log_start_offset, segment);
         }
         recovery.segments = segments.len();
         let first_base = segments.keys().next().copied().unwrap_or(0);
-        let log_end_offset = segments.values().next_back().map_or(0, Segment::next_offset);
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .map_or(0, Segment::next_offset);
         log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
         let cache_key = cache.as_ref().map_or(0, |cache| cache.register_log());
         let log = PartitionLog {
@@ -264,7 +299,11 @@ impl PartitionLog {
                 log_start_offset,
                 log_end_offset,
                 durable_end_offset: log_end_offset,
-                high_watermark: if auto_high_watermark { log_end_offset } else { log_start_offset },
+                high_watermark: if auto_high_watermark {
+                    log_end_offset
+                } else {
+                    log_start_offset
+                },
                 flushing: false,
                 exclusive: false,
                 closed: false,
@@ -323,7 +362,12 @@ impl PartitionLog {
 
     /// Bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.values().map(Segment::end_position).sum()
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(Segment::end_position)
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -336,7 +380,10 @@ impl PartitionLog {
     }
 
     fn poison_error(&self, reason: &str) -> Error {
-        Error::Poisoned { path: self.dir.clone(), reason: reason.to_string() }
+        Error::Poisoned {
+            path: self.dir.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     fn check_writable(&self, state: &State) -> Result<()> {
@@ -364,13 +411,20 @@ impl PartitionLog {
         let max_message_bytes = self.config.borrow().max_message_bytes;
         for (batch, _) in &batches {
             if batch.len() > max_message_bytes {
-                return Err(Error::BatchTooLarge { size: batch.len(), max: max_message_bytes });
+                return Err(Error::BatchTooLarge {
+                    size: batch.len(),
+                    max: max_message_bytes,
+                });
             }
         }
-        let incoming_bytes: u64 =
-            batches.iter().map(|(batch, _)| crate::format::frame_bytes_for(batch.len()) as u64).sum();
-        let incoming_records: i64 =
-            batches.iter().map(|(_, info)| i64::from(info.records_count)).sum();
+        let incoming_bytes: u64 = batches
+            .iter()
+            .map(|(batch, _)| crate::format::frame_bytes_for(batch.len()) as u64)
+            .sum();
+        let incoming_records: i64 = batches
+            .iter()
+            .map(|(_, info)| i64::from(info.records_count))
+            .sum();
         loop {
             let wait = {
                 let state = self.state.borrow();
@@ -533,11 +587,13 @@ impl PartitionLog {
     pub async fn flush_if_due(&self, now: i64) -> Result<()> {
         let target = {
             let state = self.state.borrow();
-            let FlushPolicy::Relaxed { interval_ms, .. } = self.config.borrow().flush_policy() else {
+            let FlushPolicy::Relaxed { interval_ms, .. } = self.config.borrow().flush_policy()
+            else {
                 return Ok(());
             };
             let due = state.durable_end_offset < state.log_end_offset
-                && now.saturating_sub(state.last_flush_ms) >= interval_ms.min(i64::MAX as u64) as i64;
+                && now.saturating_sub(state.last_flush_ms)
+                    >= interval_ms.min(i64::MAX as u64) as i64;
             if !due || state.poisoned.is_some() {
                 return Ok(());
             }
@@ -586,9 +642,22 @@ impl PartitionLog {
             let Some((bytes, _)) = active.checkpoint() else {
                 return Err(self.poison_error("active segment not synced at roll"));
             };
-            (active.file().clone(), active.index_path().to_path_buf(), bytes, active.end_position(), active.base_offset)
+            (
+                active.file().clone(),
+                active.index_path().to_path_buf(),
+                bytes,
+                active.end_position(),
+                active.base_offset,
+            )
         };
-        Segment::seal_files(&self.storage, &file, &index_path, &index_bytes, end_position).await?;
+        Segment::seal_files(
+            &self.storage,
+            &file,
+            &index_path,
+            &index_bytes,
+            end_position,
+        )
+        .await?;
         if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base) {
             segment.mark_sealed();
         }
@@ -596,14 +665,20 @@ impl PartitionLog {
             let config = self.config.borrow();
             (config.index_interval_bytes, config.segment_bytes)
         };
-        let segment = Segment::create(&self.storage, &self.dir, target, interval, segment_bytes).await?;
+        let segment =
+            Segment::create(&self.storage, &self.dir, target, interval, segment_bytes).await?;
         self.state.borrow_mut().segments.insert(target, segment);
         Ok(())
     }
 
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
     /// one batch, as Kafka does) and never past `limit`.
-    pub async fn read(&self, offset: i64, max_bytes: usize, limit: ReadLimit) -> Result<ReadResult> {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: ReadLimit,
+    ) -> Result<ReadResult> {
         let (upper, mut result, plan) = {
             let mut state = self.state.borrow_mut();
             if offset < state.log_start_offset || offset > state.log_end_offset {
@@ -645,11 +720,20 @@ impl PartitionLog {
             // Serve from the read-ahead buffer when it covers the start of this read.
             if let Some((ahead_base, ahead_position, ahead)) = &state.read_ahead {
                 let ahead_end = ahead_position + ahead.len() as u64;
-                if *ahead_base == base && *ahead_position <= position && position + FRAME_HEADER_BYTES as u64 <= ahead_end {
+                if *ahead_base == base
+                    && *ahead_position <= position
+                    && position + FRAME_HEADER_BYTES as u64 <= ahead_end
+                {
                     let bytes = ahead.slice((position - ahead_position) as usize..);
-                    if let Some((at, reason)) = collect_frames(&bytes, offset, max_bytes, upper, &mut result) {
+                    if let Some((at, reason)) =
+                        collect_frames(&bytes, offset, max_bytes, upper, &mut result)
+                    {
                         let path = segment.log_path().to_path_buf();
-                        return Err(Error::Corrupt { path, position: position + at, reason });
+                        return Err(Error::Corrupt {
+                            path,
+                            position: position + at,
+                            reason,
+                        });
                     }
                     if !result.batches.is_empty() {
                         return Ok(result);
@@ -657,7 +741,9 @@ impl PartitionLog {
                     result.next_offset = offset;
                 }
             }
-            let want = max_bytes.saturating_add(FRAME_HEADER_BYTES).max(READ_AHEAD_BYTES);
+            let want = max_bytes
+                .saturating_add(FRAME_HEADER_BYTES)
+                .max(READ_AHEAD_BYTES);
             let want = want.min((end - position) as usize);
             let plan = segment.read_plan(position, want);
             state.read_ahead = None;
@@ -675,11 +761,15 @@ impl PartitionLog {
             if let Some((at, header)) = first_wanted_frame(&bytes, offset) {
                 let plan = {
                     let state = self.state.borrow();
-                    let Some(segment) = state.segments.get(&base) else { return Ok(result) };
+                    let Some(segment) = state.segments.get(&base) else {
+                        return Ok(result);
+                    };
                     segment.read_plan(position + at, header.frame_bytes() as usize)
                 };
                 let frame = plan.execute().await?;
-                if let Some((_, reason)) = collect_frames(&frame, offset, max_bytes, upper, &mut result) {
+                if let Some((_, reason)) =
+                    collect_frames(&frame, offset, max_bytes, upper, &mut result)
+                {
                     return Err(self.corrupt_at(base, position + at, reason));
                 }
             }
@@ -697,7 +787,11 @@ impl PartitionLog {
     fn corrupt_at(&self, base: i64, position: u64, reason: String) -> Error {
         let path = self.dir.join(crate::segment::log_file_name(base));
         tracing::error!(path = %path.display(), position, %reason, "corrupt frame read back");
-        Error::Corrupt { path, position, reason }
+        Error::Corrupt {
+            path,
+            position,
+            reason,
+        }
     }
 
     /// The first offset whose record timestamp is at or after `timestamp`, with that
@@ -711,7 +805,11 @@ impl PartitionLog {
                 .iter()
                 .filter(|(_, segment)| segment.max_timestamp() >= timestamp)
                 .map(|(&base, segment)| {
-                    (base, segment.index().position_for_timestamp(timestamp), segment.end_position())
+                    (
+                        base,
+                        segment.index().position_for_timestamp(timestamp),
+                        segment.end_position(),
+                    )
                 })
                 .collect()
         };
@@ -719,21 +817,27 @@ impl PartitionLog {
         for (base, start, end) in candidates {
             let file = {
                 let state = self.state.borrow();
-                let Some(segment) = state.segments.get(&base) else { continue };
+                let Some(segment) = state.segments.get(&base) else {
+                    continue;
+                };
                 segment.file().clone()
             };
             let mut reader = ChunkReader::new(file, end);
             let mut position = start;
             while position < end {
-                let (header, payload) = match crate::segment::read_valid_frame(&mut reader, position, None).await? {
-                    Ok(frame) => frame,
-                    Err(reason) => return Err(self.corrupt_at(base, position, reason)),
-                };
+                let (header, payload) =
+                    match crate::segment::read_valid_frame(&mut reader, position, None).await? {
+                        Ok(frame) => frame,
+                        Err(reason) => return Err(self.corrupt_at(base, position, reason)),
+                    };
                 if header.base_offset >= upper {
                     return Ok(None);
                 }
                 if header.max_timestamp >= timestamp {
-                    return Ok(Some(record_at_or_after(&payload, timestamp).unwrap_or((header.base_offset, header.max_timestamp))));
+                    return Ok(Some(
+                        record_at_or_after(&payload, timestamp)
+                            .unwrap_or((header.base_offset, header.max_timestamp)),
+                    ));
                 }
                 position += header.frame_bytes();
             }
@@ -759,7 +863,11 @@ impl PartitionLog {
         let _guard = self.exclusive().await?;
         let new_start = {
             let state = self.state.borrow();
-            let target = if offset == -1 { state.high_watermark } else { offset };
+            let target = if offset == -1 {
+                state.high_watermark
+            } else {
+                offset
+            };
             if target < 0 || target > state.high_watermark {
                 return Err(Error::OffsetOutOfRange {
                     offset,
@@ -808,7 +916,11 @@ impl PartitionLog {
             bytes += segment.end_position();
             {
                 let mut state = self.state.borrow_mut();
-                if state.read_ahead.as_ref().is_some_and(|(ahead, _, _)| ahead == base) {
+                if state
+                    .read_ahead
+                    .as_ref()
+                    .is_some_and(|(ahead, _, _)| ahead == base)
+                {
                     state.read_ahead = None;
                 }
             }
@@ -855,7 +967,11 @@ impl PartitionLog {
         if let Some(&last_doomed) = doomed.last() {
             let next_base = {
                 let state = self.state.borrow();
-                state.segments.range(last_doomed + 1..).next().map(|(&base, _)| base)
+                state
+                    .segments
+                    .range(last_doomed + 1..)
+                    .next()
+                    .map(|(&base, _)| base)
             };
             if let Some(next_base) = next_base {
                 self.advance_log_start(next_base).await?;
@@ -887,8 +1003,16 @@ impl PartitionLog {
         let offset = offset.max(self.state.borrow().log_start_offset);
         let (doomed, keeper): (Vec<i64>, Option<i64>) = {
             let state = self.state.borrow();
-            let doomed = state.segments.range(offset..).map(|(&base, _)| base).collect();
-            let keeper = state.segments.range(..offset).next_back().map(|(&base, _)| base);
+            let doomed = state
+                .segments
+                .range(offset..)
+                .map(|(&base, _)| base)
+                .collect();
+            let keeper = state
+                .segments
+                .range(..offset)
+                .next_back()
+                .map(|(&base, _)| base);
             (doomed, keeper)
         };
         let (interval, segment_bytes) = {
@@ -898,11 +1022,14 @@ impl PartitionLog {
         let removing_all = keeper.is_none();
         self.delete_segments(&doomed).await?;
         if removing_all {
-            let segment = Segment::create(&self.storage, &self.dir, offset, interval, segment_bytes).await?;
+            let segment =
+                Segment::create(&self.storage, &self.dir, offset, interval, segment_bytes).await?;
             self.state.borrow_mut().segments.insert(offset, segment);
         } else if let Some(base) = keeper {
             let removed = self.state.borrow_mut().segments.remove(&base);
-            let Some(mut segment) = removed else { return Ok(end) };
+            let Some(mut segment) = removed else {
+                return Ok(end);
+            };
             let (position, new_end) = find_cut(&segment, offset).await?;
             if segment.is_sealed() {
                 segment.reopen_for_append().await?;
@@ -954,8 +1081,12 @@ impl PartitionLog {
                 };
                 (active.index_path().to_path_buf(), bytes, marker)
             };
-            self.storage.write_file_atomic(&index_path, &index_bytes).await?;
-            self.storage.write_file_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker.encode()).await?;
+            self.storage
+                .write_file_atomic(&index_path, &index_bytes)
+                .await?;
+            self.storage
+                .write_file_atomic(&self.dir.join(CLEAN_SHUTDOWN_FILE), &marker.encode())
+                .await?;
         }
         self.state.borrow_mut().closed = true;
         self.close_files().await?;
@@ -1003,7 +1134,11 @@ async fn find_cut(segment: &Segment, offset: i64) -> Result<(u64, i64)> {
         let header = match crate::segment::read_valid_frame(&mut reader, position, None).await? {
             Ok((header, _)) => header,
             Err(reason) => {
-                return Err(Error::Corrupt { path: segment.log_path().to_path_buf(), position, reason })
+                return Err(Error::Corrupt {
+                    path: segment.log_path().to_path_buf(),
+                    position,
+                    reason,
+                })
             }
         };
         if header.last_offset() >= offset {
@@ -1019,11 +1154,19 @@ async fn find_cut(segment: &Segment, offset: i64) -> Result<(u64, i64)> {
 /// batch), or at a frame cut off by the end of `bytes`. Every batch returned is checked against
 /// its CRC-32C first (disk data is never served unchecked); a mismatch is returned as the
 /// frame's position within `bytes` and the reason.
-fn collect_frames(bytes: &Bytes, offset: i64, max_bytes: usize, upper: i64, result: &mut ReadResult) -> Option<(u64, String)> {
+fn collect_frames(
+    bytes: &Bytes,
+    offset: i64,
+    max_bytes: usize,
+    upper: i64,
+    result: &mut ReadResult,
+) -> Option<(u64, String)> {
     let mut position = 0_usize;
     let mut total = 0;
     while position + FRAME_HEADER_BYTES <= bytes.len() {
-        let Ok(header) = FrameHeader::decode(&bytes[position..]) else { return None };
+        let Ok(header) = FrameHeader::decode(&bytes[position..]) else {
+            return None;
+        };
         if header.base_offset >= upper {
             return None;
         }
@@ -1068,7 +1211,9 @@ fn first_problem(bytes: &Bytes) -> Option<(u64, String)> {
     while position + FRAME_HEADER_BYTES <= bytes.len() {
         match FrameHeader::decode(&bytes[position..]) {
             Ok(header) => position += header.frame_bytes() as usize,
-            Err(error) => return Some((position as u64, format!("invalid frame header: {error:?}"))),
+            Err(error) => {
+                return Some((position as u64, format!("invalid frame header: {error:?}")))
+            }
         }
     }
     None
@@ -1078,7 +1223,9 @@ fn first_problem(bytes: &Bytes) -> Option<(u64, String)> {
 /// timestamp. Reads each record's length, attributes, timestamp delta and offset delta only.
 fn record_at_or_after(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
     let info = BatchInfo::parse(batch).ok()?;
-    if info.compression() != 0 || info.attributes & crate::format::attributes::TIMESTAMP_TYPE_LOG_APPEND != 0 {
+    if info.compression() != 0
+        || info.attributes & crate::format::attributes::TIMESTAMP_TYPE_LOG_APPEND != 0
+    {
         return None;
     }
     let mut body = batch.get(BATCH_HEADER_BYTES..)?;
@@ -1135,7 +1282,10 @@ impl CleanMarker {
 }
 
 async fn read_clean_marker(storage: &Storage, dir: &Path) -> Option<CleanMarker> {
-    let bytes = storage.read_file(&dir.join(CLEAN_SHUTDOWN_FILE)).await.ok()??;
+    let bytes = storage
+        .read_file(&dir.join(CLEAN_SHUTDOWN_FILE))
+        .await
+        .ok()??;
     let marker = CleanMarker::decode(&bytes);
     if marker.is_none() {
         tracing::warn!(dir = %dir.display(), "ignoring damaged clean-shutdown marker");
@@ -1144,7 +1294,10 @@ async fn read_clean_marker(storage: &Storage, dir: &Path) -> Option<CleanMarker>
 }
 
 async fn read_log_start(storage: &Storage, dir: &Path) -> Option<i64> {
-    let bytes = storage.read_file(&dir.join(LOG_START_OFFSET_FILE)).await.ok()??;
+    let bytes = storage
+        .read_file(&dir.join(LOG_START_OFFSET_FILE))
+        .await
+        .ok()??;
     if bytes.len() != 16 || bytes[..4] != START_MAGIC.to_le_bytes() {
         return None;
     }
@@ -1161,5 +1314,7 @@ async fn write_log_start(storage: &Storage, dir: &Path, offset: i64) -> Result<(
     bytes.extend_from_slice(&offset.to_le_bytes());
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    storage.write_file_atomic(&dir.join(LOG_START_OFFSET_FILE), &bytes).await
+    storage
+        .write_file_atomic(&dir.join(LOG_START_OFFSET_FILE), &bytes)
+        .await
 }

@@ -133,7 +133,9 @@ pub struct ReadPlan {
 
 impl ReadPlan {
     pub async fn execute(self) -> Result<Bytes> {
-        let Some((position, len)) = self.disk else { return Ok(self.tail) };
+        let Some((position, len)) = self.disk else {
+            return Ok(self.tail);
+        };
         let from_disk = self.file.read_at(position, len).await?;
         if self.tail.is_empty() {
             return Ok(from_disk);
@@ -164,7 +166,15 @@ impl Segment {
         file.truncate(0).await?;
         file.pre_allocate(allocation_step_bytes).await?;
         storage.sync_dir(dir).await?;
-        Ok(Segment::empty(base_offset, log_path, index_path, file, index_interval_bytes, segment_bytes, allocation_step_bytes))
+        Ok(Segment::empty(
+            base_offset,
+            log_path,
+            index_path,
+            file,
+            index_interval_bytes,
+            segment_bytes,
+            allocation_step_bytes,
+        ))
     }
 
     /// A segment with no frames over `file`, which has `allocated_bytes` reserved.
@@ -259,14 +269,20 @@ impl Segment {
     /// Appends one frame to the tail buffer and the index. No I/O.
     pub fn append(&mut self, mut header: FrameHeader, batch: &[u8]) -> u64 {
         assert!(!self.sealed, "append to a sealed segment");
-        assert_eq!(header.base_offset, self.next_offset, "frames must be contiguous");
+        assert_eq!(
+            header.base_offset, self.next_offset,
+            "frames must be contiguous"
+        );
         assert_eq!(header.payload_bytes as usize, batch.len());
         header.synced_position = u32::try_from(self.synced_position).unwrap_or(u32::MAX);
         let position = self.end_position;
         let frame_bytes = frame_bytes_for(batch.len());
         self.tail.extend_from_slice(&header.encode());
         self.tail.extend_from_slice(batch);
-        self.tail.resize(self.tail.len() + frame_bytes - FRAME_HEADER_BYTES - batch.len(), 0);
+        self.tail.resize(
+            self.tail.len() + frame_bytes - FRAME_HEADER_BYTES - batch.len(),
+            0,
+        );
         self.end_position += frame_bytes as u64;
         debug_assert_eq!(self.tail_start + self.tail.len() as u64, self.end_position);
         self.record_frame(&header, position);
@@ -275,7 +291,12 @@ impl Segment {
 
     fn record_frame(&mut self, header: &FrameHeader, position: u64) {
         let relative = u32::try_from(header.base_offset - self.base_offset).unwrap_or(u32::MAX);
-        self.index.on_append(relative, position, header.frame_bytes(), header.max_timestamp);
+        self.index.on_append(
+            relative,
+            position,
+            header.frame_bytes(),
+            header.max_timestamp,
+        );
         self.next_offset = header.last_offset() + 1;
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
@@ -296,8 +317,8 @@ impl Segment {
         data.extend_from_slice(&self.tail);
         data.resize(padded_len, 0);
         let needed = self.tail_start + padded_len as u64;
-        let allocate_to = (needed > self.allocated_bytes)
-            .then(|| align_up(needed) + self.allocation_step_bytes);
+        let allocate_to =
+            (needed > self.allocated_bytes).then(|| align_up(needed) + self.allocation_step_bytes);
         Some(FlushJob {
             file: self.file.clone(),
             position: self.tail_start,
@@ -340,7 +361,11 @@ impl Segment {
         } else {
             Bytes::new()
         };
-        ReadPlan { file: self.file.clone(), disk, tail }
+        ReadPlan {
+            file: self.file.clone(),
+            disk,
+            tail,
+        }
     }
 
     /// The index checkpoint describing the synced part of this segment.
@@ -359,14 +384,23 @@ impl Segment {
 
     /// Seals a fully synced segment: trims its preallocated space and writes its index file.
     /// The caller must have synced everything (`synced_position == end_position`).
-    pub async fn seal_files(storage: &Storage, file: &File, index_path: &Path, index_bytes: &[u8], end_position: u64) -> Result<()> {
+    pub async fn seal_files(
+        storage: &Storage,
+        file: &File,
+        index_path: &Path,
+        index_bytes: &[u8],
+        end_position: u64,
+    ) -> Result<()> {
         file.truncate(end_position).await?;
         file.fdatasync().await?;
         storage.write_file_atomic(index_path, index_bytes).await
     }
 
     pub fn mark_sealed(&mut self) {
-        assert_eq!(self.synced_position, self.end_position, "sealing unsynced segment");
+        assert_eq!(
+            self.synced_position, self.end_position,
+            "sealing unsynced segment"
+        );
         self.sealed = true;
         self.allocated_bytes = self.end_position;
         self.tail = Vec::new();
@@ -413,9 +447,17 @@ impl Segment {
     /// Recomputes timestamps and index entries after a truncation by rereading the frames
     /// past the last index entry that survived.
     async fn rescan_stats(&mut self) -> Result<()> {
-        let start = self.index.entries().last().map_or(0, |entry| u64::from(entry.position));
+        let start = self
+            .index
+            .entries()
+            .last()
+            .map_or(0, |entry| u64::from(entry.position));
         self.index.truncate_to_position(start);
-        self.max_timestamp = self.index.entries().last().map_or(i64::MIN, |e| e.max_timestamp_before);
+        self.max_timestamp = self
+            .index
+            .entries()
+            .last()
+            .map_or(i64::MIN, |e| e.max_timestamp_before);
         let mut offset_of_max = self.base_offset;
         let mut reader = ChunkReader::new(self.file.clone(), self.end_position);
         let mut position = start;
@@ -423,11 +465,20 @@ impl Segment {
             let header = match read_valid_frame(&mut reader, position, None).await? {
                 Ok((header, _)) => header,
                 Err(reason) => {
-                    return Err(Error::Corrupt { path: self.log_path.clone(), position, reason })
+                    return Err(Error::Corrupt {
+                        path: self.log_path.clone(),
+                        position,
+                        reason,
+                    })
                 }
             };
             let relative = u32::try_from(header.base_offset - self.base_offset).unwrap_or(u32::MAX);
-            self.index.on_append(relative, position, header.frame_bytes(), header.max_timestamp);
+            self.index.on_append(
+                relative,
+                position,
+                header.frame_bytes(),
+                header.max_timestamp,
+            );
             if header.max_timestamp > self.max_timestamp {
                 self.max_timestamp = header.max_timestamp;
                 offset_of_max = header.last_offset();
@@ -461,7 +512,15 @@ impl Segment {
                 .filter(|(_, checkpoint)| checkpoint.covered_position <= file_size),
             _ => None,
         };
-        let mut segment = Segment::empty(base_offset, log_path, index_path, file, index_interval_bytes, segment_bytes, file_size);
+        let mut segment = Segment::empty(
+            base_offset,
+            log_path,
+            index_path,
+            file,
+            index_interval_bytes,
+            segment_bytes,
+            file_size,
+        );
         // Where the frames are known to end, if anything recorded it.
         let known_end = match kind {
             OpenKind::Sealed => Some(file_size),
@@ -473,7 +532,13 @@ impl Segment {
             let usable = match known_end {
                 Some(end) => checkpoint.covered_position == end,
                 None => true,
-            } && checkpoint_matches_log(&file_for_check(&segment), &index, &checkpoint, base_offset).await?;
+            } && checkpoint_matches_log(
+                &file_for_check(&segment),
+                &index,
+                &checkpoint,
+                base_offset,
+            )
+            .await?;
             if usable {
                 segment.index = index;
                 segment.end_position = checkpoint.covered_position;
@@ -489,7 +554,9 @@ impl Segment {
         }
         let scan_limit = known_end.unwrap_or(file_size);
         if start < scan_limit {
-            segment.scan_from(start, scan_limit, known_end.is_some(), &mut report).await?;
+            segment
+                .scan_from(start, scan_limit, known_end.is_some(), &mut report)
+                .await?;
         }
         if segment.end_position > 0 && segment.first_append_ms.is_none() {
             segment.first_append_ms = Some(crate::log::now_ms());
@@ -528,7 +595,11 @@ impl Segment {
                 }
                 Err(reason) => {
                     if strict {
-                        return Err(Error::Corrupt { path: self.log_path.clone(), position, reason });
+                        return Err(Error::Corrupt {
+                            path: self.log_path.clone(),
+                            position,
+                            reason,
+                        });
                     }
                     if let Some(proof) = classify_damage(&mut reader, position, limit).await? {
                         return Err(Error::Corrupt {
@@ -577,7 +648,10 @@ async fn checkpoint_matches_log(
     base_offset: i64,
 ) -> Result<bool> {
     let (mut position, mut expected) = match index.entries().last() {
-        Some(entry) => (u64::from(entry.position), base_offset + i64::from(entry.relative_offset)),
+        Some(entry) => (
+            u64::from(entry.position),
+            base_offset + i64::from(entry.relative_offset),
+        ),
         None => (0, base_offset),
     };
     let mut reader = ChunkReader::new(file.clone(), checkpoint.covered_position);
@@ -598,12 +672,18 @@ async fn checkpoint_matches_log(
 /// been synced, so they were acknowledged data and the damage is corruption. Valid frames that
 /// do not prove this were part of the same unsynced write as the damage (a torn write lands its
 /// blocks in any order) and are discarded with it. Returns the proof, if any.
-async fn classify_damage(reader: &mut ChunkReader, damaged_at: u64, limit: u64) -> Result<Option<String>> {
+async fn classify_damage(
+    reader: &mut ChunkReader,
+    damaged_at: u64,
+    limit: u64,
+) -> Result<Option<String>> {
     let magic = FRAME_MAGIC.to_le_bytes();
     let mut chunk_start = damaged_at + FRAME_ALIGNMENT_BYTES as u64;
     while chunk_start + FRAME_HEADER_BYTES as u64 <= limit {
         let chunk_len = (SCAN_CHUNK_BYTES as u64).min(limit - chunk_start) as usize;
-        let Some(chunk) = reader.get(chunk_start, chunk_len).await? else { break };
+        let Some(chunk) = reader.get(chunk_start, chunk_len).await? else {
+            break;
+        };
         // Frames start 8-byte aligned: probe only those positions, straight on the chunk.
         let candidates: Vec<u64> = chunk
             .chunks_exact(FRAME_ALIGNMENT_BYTES)
@@ -649,17 +729,31 @@ pub async fn read_valid_frame(
         Err(error) => return Ok(Err(format!("invalid frame header: {error:?}"))),
     };
     let payload_at = position + FRAME_HEADER_BYTES as u64;
-    let Some(payload) = reader.get(payload_at, header.payload_bytes as usize).await? else {
-        return Ok(Err(format!("truncated payload of {} bytes", header.payload_bytes)));
+    let Some(payload) = reader
+        .get(payload_at, header.payload_bytes as usize)
+        .await?
+    else {
+        return Ok(Err(format!(
+            "truncated payload of {} bytes",
+            header.payload_bytes
+        )));
     };
     Ok(check_payload(&header, &payload, expected_offset).map(|()| (header, payload)))
 }
 
 /// Checks a frame's payload against its header (the part of validation that needs the batch).
-pub fn check_payload(header: &FrameHeader, payload: &[u8], expected_offset: Option<i64>) -> std::result::Result<(), String> {
+pub fn check_payload(
+    header: &FrameHeader,
+    payload: &[u8],
+    expected_offset: Option<i64>,
+) -> std::result::Result<(), String> {
     let info = BatchInfo::parse(payload).map_err(|error| error.to_string())?;
     if info.total_bytes() != payload.len() {
-        return Err(format!("batch length {} does not match frame payload {}", info.total_bytes(), payload.len()));
+        return Err(format!(
+            "batch length {} does not match frame payload {}",
+            info.total_bytes(),
+            payload.len()
+        ));
     }
     let computed = crate::format::batch_crc(payload);
     if computed != info.crc || computed != header.batch_crc {
@@ -668,12 +762,16 @@ pub fn check_payload(header: &FrameHeader, payload: &[u8], expected_offset: Opti
             info.crc, header.batch_crc
         ));
     }
-    if info.base_offset != header.base_offset || info.last_offset_delta != header.last_offset_delta {
+    if info.base_offset != header.base_offset || info.last_offset_delta != header.last_offset_delta
+    {
         return Err("frame header and batch disagree on offsets".to_string());
     }
     if let Some(expected) = expected_offset {
         if header.base_offset != expected {
-            return Err(format!("offset {} where {expected} was expected", header.base_offset));
+            return Err(format!(
+                "offset {} where {expected} was expected",
+                header.base_offset
+            ));
         }
     }
     if header.version != FRAME_VERSION {
@@ -693,7 +791,12 @@ pub struct ChunkReader {
 
 impl ChunkReader {
     pub fn new(file: File, limit: u64) -> Self {
-        ChunkReader { file, limit, chunk_start: 0, chunk: Bytes::new() }
+        ChunkReader {
+            file,
+            limit,
+            chunk_start: 0,
+            chunk: Bytes::new(),
+        }
     }
 
     fn remaining_from(&self, position: u64) -> u64 {
@@ -708,7 +811,9 @@ impl ChunkReader {
         }
         let chunk_end = self.chunk_start + self.chunk.len() as u64;
         if position < self.chunk_start || end > chunk_end {
-            let want = len.max(SCAN_CHUNK_BYTES).min((self.limit - position) as usize);
+            let want = len
+                .max(SCAN_CHUNK_BYTES)
+                .min((self.limit - position) as usize);
             self.chunk = self.file.read_at(position, want).await?;
             self.chunk_start = position;
             if (self.chunk.len() as u64) < len as u64 {

@@ -58,7 +58,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition { topic: topic.into(), partition: PartitionId(partition) }
+        TopicPartition {
+            topic: topic.into(),
+            partition: PartitionId(partition),
+        }
     }
 
     /// The directory name Kafka uses for a partition: `<topic>-<partition>`.

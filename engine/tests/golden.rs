@@ -10,7 +10,11 @@ use ringlog_engine::config::LogConfig;
 use ringlog_engine::format::{build_batch, FrameHeader, FRAME_HEADER_BYTES};
 use ringlog_engine::index::SegmentIndex;
 use ringlog_engine::log::{LogOptions, PartitionLog};
-use ringlog_engine::rt::{self, fs::Storage, sim::{FaultConfig, SimDisk}};
+use ringlog_engine::rt::{
+    self,
+    fs::Storage,
+    sim::{FaultConfig, SimDisk},
+};
 use ringlog_engine::TopicPartition;
 
 fn golden_dir() -> PathBuf {
@@ -35,15 +39,22 @@ fn build() -> (Vec<u8>, Vec<u8>) {
         .expect("open");
         let batches: [Bytes; 3] = [
             build_batch(1_700_000_000_000, &[(Some(b"key-0"), Some(b"value-0"))]),
-            build_batch(1_700_000_000_500, &[(None, Some(b"value-1")), (Some(b"k"), None)]),
+            build_batch(
+                1_700_000_000_500,
+                &[(None, Some(b"value-1")), (Some(b"k"), None)],
+            ),
             build_batch(1_700_000_001_000, &[(Some(b"key-3"), Some(&[0x42; 300]))]),
         ];
         for (epoch, batch) in batches.iter().enumerate() {
             log.append(batch, epoch as i32).await.expect("append");
         }
         log.roll().await.expect("seal");
-        let segment = disk.durable_contents(Path::new("/golden/t-0/00000000000000000000.log")).expect("segment");
-        let index = disk.durable_contents(Path::new("/golden/t-0/00000000000000000000.index")).expect("index");
+        let segment = disk
+            .durable_contents(Path::new("/golden/t-0/00000000000000000000.log"))
+            .expect("segment");
+        let index = disk
+            .durable_contents(Path::new("/golden/t-0/00000000000000000000.index"))
+            .expect("index");
         (segment, index)
     })
 }
@@ -57,21 +68,44 @@ fn segment_and_index_match_golden_files() {
         std::fs::write(&segment_path, &segment).expect("bless segment");
         std::fs::write(&index_path, &index).expect("bless index");
     }
-    let golden_segment = std::fs::read(&segment_path).expect("golden segment (bless with RINGLOG_BLESS_GOLDEN=1)");
+    let golden_segment =
+        std::fs::read(&segment_path).expect("golden segment (bless with RINGLOG_BLESS_GOLDEN=1)");
     let golden_index = std::fs::read(&index_path).expect("golden index");
-    assert_eq!(segment, golden_segment, "segment bytes changed: the on-disk format moved");
-    assert_eq!(index, golden_index, "index bytes changed: the on-disk format moved");
+    assert_eq!(
+        segment, golden_segment,
+        "segment bytes changed: the on-disk format moved"
+    );
+    assert_eq!(
+        index, golden_index,
+        "index bytes changed: the on-disk format moved"
+    );
 
     // And the committed bytes decode as documented.
     let first = FrameHeader::decode(&golden_segment).expect("first frame header");
-    assert_eq!((first.base_offset, first.record_count, first.leader_epoch), (0, 1, 0));
-    let second = FrameHeader::decode(&golden_segment[first.frame_bytes() as usize..]).expect("second");
-    assert_eq!((second.base_offset, second.last_offset(), second.leader_epoch), (1, 2, 1));
+    assert_eq!(
+        (first.base_offset, first.record_count, first.leader_epoch),
+        (0, 1, 0)
+    );
+    let second =
+        FrameHeader::decode(&golden_segment[first.frame_bytes() as usize..]).expect("second");
+    assert_eq!(
+        (
+            second.base_offset,
+            second.last_offset(),
+            second.leader_epoch
+        ),
+        (1, 2, 1)
+    );
     assert_eq!(second.max_timestamp, 1_700_000_000_500);
     assert_eq!(&golden_segment[0..4], b"RLF1");
     assert_eq!(golden_segment.len() as u64 % 8, 0);
-    let payload = &golden_segment[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + first.payload_bytes as usize];
-    assert_eq!(&payload[0..8], &0_i64.to_be_bytes(), "batch base offset patched, big-endian");
+    let payload =
+        &golden_segment[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + first.payload_bytes as usize];
+    assert_eq!(
+        &payload[0..8],
+        &0_i64.to_be_bytes(),
+        "batch base offset patched, big-endian"
+    );
     let (decoded, checkpoint) = SegmentIndex::decode(&golden_index, 100).expect("index decodes");
     assert_eq!(checkpoint.covered_position, golden_segment.len() as u64);
     assert_eq!(checkpoint.next_offset, 4);

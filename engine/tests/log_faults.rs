@@ -12,7 +12,12 @@ use bytes::Bytes;
 use ringlog_engine::config::LogConfig;
 use ringlog_engine::format::{build_batch, validate_batch};
 use ringlog_engine::log::{LogOptions, PartitionLog, ReadLimit};
-use ringlog_engine::rt::{self, fs::Storage, sim::{FaultConfig, SimDisk, SimStats}, TaskClass};
+use ringlog_engine::rt::{
+    self,
+    fs::Storage,
+    sim::{FaultConfig, SimDisk, SimStats},
+    TaskClass,
+};
 use ringlog_engine::TopicPartition;
 
 /// Seeds per run: enough to hit every fault kind at many points of the append path many times,
@@ -76,7 +81,11 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
     for crash in 0..CRASHES_PER_SEED {
         // Recovery itself runs without injected faults: it must succeed to be checked.
         disk.set_faults(FaultConfig::default());
-        let log = Rc::new(open(&disk).await.map_err(|error| format!("reopen after crash {crash}: {error}"))?);
+        let log = Rc::new(
+            open(&disk)
+                .await
+                .map_err(|error| format!("reopen after crash {crash}: {error}"))?,
+        );
         verify(&log, &acked.borrow(), &mut outcome).await?;
         disk.set_faults(faults(rng.u64(1..=CRASH_AFTER_OPS_MAX)));
         let mut tasks = Vec::new();
@@ -88,12 +97,17 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
             tasks.push(rt::spawn(TaskClass::Latency, async move {
                 let mut failed = 0_u64;
                 for sequence in 0..appends {
-                    let value = format!("{seed}/{crash}/{appender}/{sequence}").repeat(1 + size / 16);
+                    let value =
+                        format!("{seed}/{crash}/{appender}/{sequence}").repeat(1 + size / 16);
                     let batch = build_batch(i64::from(sequence), &[(None, Some(value.as_bytes()))]);
                     match log.append(&batch, 0).await {
-                        Ok(result) => acked.borrow_mut().push((result.base_offset, batch.slice(21..))),
+                        Ok(result) => acked
+                            .borrow_mut()
+                            .push((result.base_offset, batch.slice(21..))),
                         Err(error) => {
-                            if std::env::var_os("RINGLOG_FAULT_DEBUG").is_some() { eprintln!("append failed: {error}"); }
+                            if std::env::var_os("RINGLOG_FAULT_DEBUG").is_some() {
+                                eprintln!("append failed: {error}");
+                            }
                             failed += 1;
                             break;
                         }
@@ -112,7 +126,9 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
         disk.power_loss();
     }
     disk.set_faults(FaultConfig::default());
-    let log = open(&disk).await.map_err(|error| format!("final reopen: {error}"))?;
+    let log = open(&disk)
+        .await
+        .map_err(|error| format!("final reopen: {error}"))?;
     verify(&log, &acked.borrow(), &mut outcome).await?;
     outcome.acknowledged = acked.borrow().len() as u64;
     outcome.stats = disk.stats();
@@ -121,7 +137,11 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
 
 /// Reads the whole log: every batch must be valid, and every acknowledged batch present at its
 /// offset with its bytes.
-async fn verify(log: &PartitionLog, acked: &[(i64, Bytes)], outcome: &mut Outcome) -> Result<(), String> {
+async fn verify(
+    log: &PartitionLog,
+    acked: &[(i64, Bytes)],
+    outcome: &mut Outcome,
+) -> Result<(), String> {
     let mut found = std::collections::HashMap::new();
     let mut offset = log.log_start_offset();
     while offset < log.high_watermark() {
@@ -133,9 +153,13 @@ async fn verify(log: &PartitionLog, acked: &[(i64, Bytes)], outcome: &mut Outcom
             return Err(format!("empty read at {offset} below the high watermark"));
         }
         for batch in &read.batches {
-            let info = validate_batch(batch).map_err(|error| format!("corrupt batch returned at {offset}: {error}"))?;
+            let info = validate_batch(batch)
+                .map_err(|error| format!("corrupt batch returned at {offset}: {error}"))?;
             if info.base_offset != offset {
-                return Err(format!("batch at {} where {offset} was expected", info.base_offset));
+                return Err(format!(
+                    "batch at {} where {offset} was expected",
+                    info.base_offset
+                ));
             }
             found.insert(info.base_offset, batch.slice(21..));
             offset = info.base_offset + i64::from(info.records_count);
@@ -144,8 +168,17 @@ async fn verify(log: &PartitionLog, acked: &[(i64, Bytes)], outcome: &mut Outcom
     for (offset, bytes) in acked {
         match found.get(offset) {
             Some(stored) if stored == bytes => outcome.verified += 1,
-            Some(_) => return Err(format!("acknowledged batch at {offset} came back different")),
-            None => return Err(format!("acknowledged batch at {offset} is lost (log end {})", log.log_end_offset())),
+            Some(_) => {
+                return Err(format!(
+                    "acknowledged batch at {offset} came back different"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "acknowledged batch at {offset} is lost (log end {})",
+                    log.log_end_offset()
+                ))
+            }
         }
     }
     Ok(())
@@ -156,7 +189,10 @@ fn no_acknowledged_batch_lost_under_injected_faults() {
     let seeds: Vec<u64> = match std::env::var("RINGLOG_FAULT_SEED") {
         Ok(seed) => vec![seed.parse().expect("RINGLOG_FAULT_SEED is a number")],
         Err(_) => {
-            let count = std::env::var("RINGLOG_FAULT_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(SEEDS_DEFAULT);
+            let count = std::env::var("RINGLOG_FAULT_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(SEEDS_DEFAULT);
             (0..count).collect()
         }
     };
@@ -171,8 +207,10 @@ fn no_acknowledged_batch_lost_under_injected_faults() {
                     total.failed_appends += outcome.failed_appends;
                     total.stats.injected_write_errors += outcome.stats.injected_write_errors;
                     total.stats.injected_sync_errors += outcome.stats.injected_sync_errors;
-                    total.stats.torn_writes_on_power_loss += outcome.stats.torn_writes_on_power_loss;
-                    total.stats.dropped_writes_on_power_loss += outcome.stats.dropped_writes_on_power_loss;
+                    total.stats.torn_writes_on_power_loss +=
+                        outcome.stats.torn_writes_on_power_loss;
+                    total.stats.dropped_writes_on_power_loss +=
+                        outcome.stats.dropped_writes_on_power_loss;
                     total.stats.power_losses += outcome.stats.power_losses;
                 }
                 Err(reason) => {
@@ -196,6 +234,12 @@ fn no_acknowledged_batch_lost_under_injected_faults() {
         total.stats.dropped_writes_on_power_loss,
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
-    assert!(total.stats.injected_write_errors > 0 && total.stats.injected_sync_errors > 0, "faults were injected");
-    assert!(total.stats.torn_writes_on_power_loss > 0, "writes were torn");
+    assert!(
+        total.stats.injected_write_errors > 0 && total.stats.injected_sync_errors > 0,
+        "faults were injected"
+    );
+    assert!(
+        total.stats.torn_writes_on_power_loss > 0,
+        "writes were torn"
+    );
 }

@@ -11,7 +11,11 @@ use ringlog_engine::cache::BatchCache;
 use ringlog_engine::config::LogConfig;
 use ringlog_engine::format::{build_batch, patch_batch, validate_batch};
 use ringlog_engine::log::{now_ms, LogOptions, PartitionLog, ReadLimit};
-use ringlog_engine::rt::{self, fs::Storage, sim::{FaultConfig, SimDisk}};
+use ringlog_engine::rt::{
+    self,
+    fs::Storage,
+    sim::{FaultConfig, SimDisk},
+};
 use ringlog_engine::{Error, TopicPartition};
 
 #[derive(Clone, Debug)]
@@ -49,7 +53,9 @@ struct Model {
 
 impl Model {
     fn batch_holding(&self, offset: i64) -> Option<usize> {
-        self.batches.iter().position(|(base, last, _)| *base <= offset && offset <= *last)
+        self.batches
+            .iter()
+            .position(|(base, last, _)| *base <= offset && offset <= *last)
     }
 }
 
@@ -77,12 +83,22 @@ async fn open(disk: &Rc<SimDisk>, cache: &Rc<BatchCache>, config: LogConfig) -> 
 async fn check_everything(log: &PartitionLog, model: &Model, max_bytes: usize) {
     assert_eq!(log.log_end_offset(), model.log_end, "log end offset");
     assert_eq!(log.log_start_offset(), model.log_start, "log start offset");
-    assert_eq!(log.high_watermark(), model.log_end, "high watermark on a single node");
+    assert_eq!(
+        log.high_watermark(),
+        model.log_end,
+        "high watermark on a single node"
+    );
     let mut offset = model.log_start;
     let mut index = model.batch_holding(offset).unwrap_or(model.batches.len());
     while offset < model.log_end {
-        let read = log.read(offset, max_bytes, ReadLimit::HighWatermark).await.expect("read");
-        assert!(!read.batches.is_empty(), "read at {offset} returned nothing");
+        let read = log
+            .read(offset, max_bytes, ReadLimit::HighWatermark)
+            .await
+            .expect("read");
+        assert!(
+            !read.batches.is_empty(),
+            "read at {offset} returned nothing"
+        );
         for batch in &read.batches {
             let (base, last, expected) = &model.batches[index];
             assert_eq!(batch, expected, "batch at base offset {base}");
@@ -110,7 +126,8 @@ async fn run(ops: Vec<Op>, seed: u64) {
                 for size in value_sizes {
                     timestamp += 1;
                     let value = vec![(timestamp % 251) as u8; size];
-                    let batch = build_batch(timestamp, &[(Some(b"k"), Some(&value)), (None, Some(b"v"))]);
+                    let batch =
+                        build_batch(timestamp, &[(Some(b"k"), Some(&value)), (None, Some(b"v"))]);
                     expected.push((offset, offset + 1, patch_batch(&batch, offset, 0).freeze()));
                     offset += 2;
                     records.extend_from_slice(&batch);
@@ -124,7 +141,10 @@ async fn run(ops: Vec<Op>, seed: u64) {
             Op::Read { pick, max_bytes } => {
                 let span = (model.log_end - model.log_start + 1) as u64;
                 let offset = model.log_start + (pick % span) as i64;
-                let read = log.read(offset, max_bytes, ReadLimit::HighWatermark).await.expect("read");
+                let read = log
+                    .read(offset, max_bytes, ReadLimit::HighWatermark)
+                    .await
+                    .expect("read");
                 if offset == model.log_end {
                     assert!(read.batches.is_empty());
                     continue;
@@ -134,21 +154,33 @@ async fn run(ops: Vec<Op>, seed: u64) {
                 for (position, batch) in read.batches.iter().enumerate() {
                     assert_eq!(batch, &model.batches[index].2);
                     total += batch.len();
-                    assert!(position == 0 || total <= max_bytes, "max_bytes respected after the first batch");
+                    assert!(
+                        position == 0 || total <= max_bytes,
+                        "max_bytes respected after the first batch"
+                    );
                     index += 1;
                 }
                 assert!(!read.batches.is_empty(), "at least one batch");
                 if index < model.batches.len() {
-                    assert!(total + model.batches[index].2.len() > max_bytes || read.batches.len() > 0);
+                    assert!(
+                        total + model.batches[index].2.len() > max_bytes || read.batches.len() > 0
+                    );
                 }
             }
             Op::Truncate { pick } => {
                 let span = (model.log_end - model.log_start + 1) as u64;
                 let target = model.log_start + (pick % span) as i64;
                 let new_end = log.truncate_to(target).await.expect("truncate");
-                let keep = model.batches.iter().position(|(_, last, _)| *last >= target).unwrap_or(model.batches.len());
+                let keep = model
+                    .batches
+                    .iter()
+                    .position(|(_, last, _)| *last >= target)
+                    .unwrap_or(model.batches.len());
                 model.batches.truncate(keep);
-                model.log_end = model.batches.last().map_or(model.log_start.min(target), |(_, last, _)| last + 1);
+                model.log_end = model
+                    .batches
+                    .last()
+                    .map_or(model.log_start.min(target), |(_, last, _)| last + 1);
                 if model.batches.is_empty() {
                     model.log_end = new_end;
                 }
@@ -174,7 +206,11 @@ async fn run(ops: Vec<Op>, seed: u64) {
                 let report = log.apply_retention(now_ms()).await.expect("retention");
                 let start = log.log_start_offset();
                 assert!(start >= model.log_start);
-                assert!(start == model.log_end || model.batches.iter().any(|(base, _, _)| *base == start) || start == model.log_start);
+                assert!(
+                    start == model.log_end
+                        || model.batches.iter().any(|(base, _, _)| *base == start)
+                        || start == model.log_start
+                );
                 assert_eq!(log.size_bytes(), before - report.bytes_deleted);
                 if report.segments_deleted > 0 {
                     assert!(log.size_bytes() as i64 >= keep_bytes.min(log.size_bytes() as i64));
@@ -200,7 +236,12 @@ async fn run(ops: Vec<Op>, seed: u64) {
         assert_eq!(log.log_start_offset(), model.log_start);
     }
     if std::env::var_os("RINGLOG_MODEL_STATS").is_some() {
-        eprintln!("model case: log end {} start {} batches {}", model.log_end, model.log_start, model.batches.len());
+        eprintln!(
+            "model case: log end {} start {} batches {}",
+            model.log_end,
+            model.log_start,
+            model.batches.len()
+        );
     }
     check_everything(&log, &model, 1).await;
     check_everything(&log, &model, 10_000).await;

@@ -26,12 +26,17 @@ fn append_read_restart_on_real_disk() {
     config.segment_bytes = 64 * 1024;
     rt::block_on(async move {
         Storage::Real.prime_data_dir(&dir).await.expect("prime");
-        let (log, recovery) = PartitionLog::open(options(&dir, config.clone())).await.expect("open");
+        let (log, recovery) = PartitionLog::open(options(&dir, config.clone()))
+            .await
+            .expect("open");
         assert_eq!(recovery.segments, 1);
         let mut expected = Vec::new();
         for index in 0..200_u32 {
             let value = vec![index as u8; 700];
-            let batch = build_batch(1_000 + i64::from(index), &[(Some(b"key"), Some(&value)), (None, None)]);
+            let batch = build_batch(
+                1_000 + i64::from(index),
+                &[(Some(b"key"), Some(&value)), (None, None)],
+            );
             let appended = log.append(&batch, 0).await.expect("append");
             assert_eq!(appended.base_offset, i64::from(index) * 2);
             expected.push(batch);
@@ -43,18 +48,28 @@ fn append_read_restart_on_real_disk() {
         assert_eq!(found, Some((300, 1_150)));
         log.close().await.expect("close");
         drop(log);
-        let (log, recovery) = PartitionLog::open(options(&dir, config.clone())).await.expect("reopen");
+        let (log, recovery) = PartitionLog::open(options(&dir, config.clone()))
+            .await
+            .expect("reopen");
         assert!(recovery.clean_shutdown);
         assert_eq!(log.log_end_offset(), 400);
         assert_eq!(read_all(&log).await, 200);
         // Reopen without close: unclean recovery scans the active segment.
         let batch = build_batch(5_000, &[(None, Some(b"after restart"))]);
-        assert_eq!(log.append(&batch, 1).await.expect("append").base_offset, 400);
+        assert_eq!(
+            log.append(&batch, 1).await.expect("append").base_offset,
+            400
+        );
         drop(log);
-        let (log, recovery) = PartitionLog::open(options(&dir, config.clone())).await.expect("reopen");
+        let (log, recovery) = PartitionLog::open(options(&dir, config.clone()))
+            .await
+            .expect("reopen");
         assert!(!recovery.clean_shutdown);
         assert_eq!(log.log_end_offset(), 401);
-        let read = log.read(400, 1, ReadLimit::HighWatermark).await.expect("read");
+        let read = log
+            .read(400, 1, ReadLimit::HighWatermark)
+            .await
+            .expect("read");
         assert_eq!(read.batches.len(), 1);
     });
 }
@@ -64,7 +79,10 @@ async fn read_all(log: &PartitionLog) -> usize {
     let mut offset = 0;
     let mut count = 0;
     while offset < log.high_watermark() {
-        let read = log.read(offset, 10_000, ReadLimit::HighWatermark).await.expect("read");
+        let read = log
+            .read(offset, 10_000, ReadLimit::HighWatermark)
+            .await
+            .expect("read");
         assert!(!read.batches.is_empty());
         for batch in &read.batches {
             let info = ringlog_engine::format::validate_batch(batch).expect("valid batch");

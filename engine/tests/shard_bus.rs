@@ -25,10 +25,16 @@ const ROUNDS: u32 = 50;
 fn placement() -> ShardTable {
     // The same deterministic placement on every shard (a controller will own this later).
     let mut table = ShardTable::new(SHARD_COUNT);
-    let mut update = ringlog_engine::shard::table::ShardTableUpdate { version: 1, assign: Vec::new(), remove: Vec::new() };
+    let mut update = ringlog_engine::shard::table::ShardTableUpdate {
+        version: 1,
+        assign: Vec::new(),
+        remove: Vec::new(),
+    };
     for partition in 0..PARTITION_COUNT {
         let tp = TopicPartition::new("orders", partition);
-        update.assign.push((tp, ShardId((partition % SHARD_COUNT as i32) as u16)));
+        update
+            .assign
+            .push((tp, ShardId((partition % SHARD_COUNT as i32) as u16)));
     }
     let _ = table.apply(&update);
     table
@@ -42,14 +48,24 @@ fn partitions_on_both_shards_served_over_the_bus() {
     rt::block_on({
         let data_dir = data_dir.clone();
         async move {
-            Storage::Real.prime_data_dir(&data_dir).await.expect("prime");
-            let shard = Shard::new(ShardId(0), Storage::Real, ShardConfig::new(&data_dir), ShardTable::new(1));
+            Storage::Real
+                .prime_data_dir(&data_dir)
+                .await
+                .expect("prime");
+            let shard = Shard::new(
+                ShardId(0),
+                Storage::Real,
+                ShardConfig::new(&data_dir),
+                ShardTable::new(1),
+            );
             let mut config = LogConfig::default();
             config.segment_bytes = 4096;
             let tp = TopicPartition::new("broken", 0);
             let log = shard.open_partition(&tp, config).await.expect("create");
             for index in 0..20 {
-                log.append(&build_batch(index, &[(None, Some(&[7_u8; 500]))]), 0).await.expect("append");
+                log.append(&build_batch(index, &[(None, Some(&[7_u8; 500]))]), 0)
+                    .await
+                    .expect("append");
             }
             log.close().await.expect("close");
         }
@@ -59,7 +75,11 @@ fn partitions_on_both_shards_served_over_the_bus() {
     bytes[200] ^= 0xff;
     std::fs::write(&first_segment, bytes).expect("damage");
 
-    let config = RuntimeConfig { shard_count: Some(SHARD_COUNT), name: "shard-bus".into(), ..RuntimeConfig::default() };
+    let config = RuntimeConfig {
+        shard_count: Some(SHARD_COUNT),
+        name: "shard-bus".into(),
+        ..RuntimeConfig::default()
+    };
     let builder = BusBuilder::<ShardRequest, ShardResponse>::new(SHARD_COUNT);
     let outputs = rt::run_shards(&config, move |context| {
         let builder = builder.clone();

@@ -75,7 +75,9 @@ impl Storage {
                 let block = vec![0x5a_u8; DMA_ALIGNMENT_BYTES as usize];
                 std::fs::write(&staging, &block).map_err(|e| Error::io("write", &staging, e))?;
                 std::fs::rename(&staging, &path).map_err(|e| Error::io("rename", &staging, e))?;
-                let file = DmaFile::open(&path).await.map_err(|e| glommio_err("open", &path, e))?;
+                let file = DmaFile::open(&path)
+                    .await
+                    .map_err(|e| glommio_err("open", &path, e))?;
                 let read = file
                     .read_at_aligned(0, DMA_ALIGNMENT_BYTES as usize)
                     .await
@@ -87,7 +89,9 @@ impl Storage {
                         io::Error::new(io::ErrorKind::UnexpectedEof, "short read of probe file"),
                     ));
                 }
-                file.close().await.map_err(|e| glommio_err("close", &path, e))?;
+                file.close()
+                    .await
+                    .map_err(|e| glommio_err("close", &path, e))?;
                 Ok(())
             }
         }
@@ -107,7 +111,8 @@ impl Storage {
         let mut names = match self {
             Storage::Real => {
                 let mut names = Vec::new();
-                let entries = std::fs::read_dir(path).map_err(|e| Error::io("list dir", path, e))?;
+                let entries =
+                    std::fs::read_dir(path).map_err(|e| Error::io("list dir", path, e))?;
                 for entry in entries {
                     let entry = entry.map_err(|e| Error::io("list dir", path, e))?;
                     names.push(entry.file_name().to_string_lossy().into_owned());
@@ -143,20 +148,25 @@ impl Storage {
                     OpenMode::ReadWrite => options.read(true).write(true),
                     OpenMode::Create => options.read(true).write(true).create(true),
                 };
-                let file =
-                    options.dma_open(path).await.map_err(|e| glommio_err("open", path, e))?;
+                let file = options
+                    .dma_open(path)
+                    .await
+                    .map_err(|e| glommio_err("open", path, e))?;
                 FileInner::Dma(Rc::new(file))
             }
             Storage::Sim(disk) => FileInner::Sim(disk.open(path, mode)?),
         };
-        Ok(File { inner, path: Rc::from(path) })
+        Ok(File {
+            inner,
+            path: Rc::from(path),
+        })
     }
 
     pub async fn remove_file(&self, path: &Path) -> Result<()> {
         match self {
-            Storage::Real => {
-                glommio::io::remove(path).await.map_err(|e| glommio_err("remove", path, e))
-            }
+            Storage::Real => glommio::io::remove(path)
+                .await
+                .map_err(|e| glommio_err("remove", path, e)),
             Storage::Sim(disk) => disk.remove_file(path),
         }
     }
@@ -172,9 +182,9 @@ impl Storage {
 
     pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         match self {
-            Storage::Real => {
-                glommio::io::rename(from, to).await.map_err(|e| glommio_err("rename", from, e))
-            }
+            Storage::Real => glommio::io::rename(from, to)
+                .await
+                .map_err(|e| glommio_err("rename", from, e)),
             Storage::Sim(disk) => disk.rename(from, to),
         }
     }
@@ -186,8 +196,12 @@ impl Storage {
                 let dir = glommio::io::Directory::open(path)
                     .await
                     .map_err(|e| glommio_err("open dir", path, e))?;
-                dir.sync().await.map_err(|e| glommio_err("sync dir", path, e))?;
-                dir.close().await.map_err(|e| glommio_err("close dir", path, e))
+                dir.sync()
+                    .await
+                    .map_err(|e| glommio_err("sync dir", path, e))?;
+                dir.close()
+                    .await
+                    .map_err(|e| glommio_err("close dir", path, e))
             }
             Storage::Sim(disk) => disk.sync_dir(path),
         }
@@ -250,8 +264,16 @@ impl File {
 
     /// Writes `data` at `position`; both must be multiples of [`DMA_ALIGNMENT_BYTES`].
     pub async fn write_at(&self, data: &[u8], position: u64) -> Result<()> {
-        assert_eq!(position % DMA_ALIGNMENT_BYTES, 0, "unaligned write position");
-        assert_eq!(data.len() as u64 % DMA_ALIGNMENT_BYTES, 0, "unaligned write length");
+        assert_eq!(
+            position % DMA_ALIGNMENT_BYTES,
+            0,
+            "unaligned write position"
+        );
+        assert_eq!(
+            data.len() as u64 % DMA_ALIGNMENT_BYTES,
+            0,
+            "unaligned write length"
+        );
         match &self.inner {
             FileInner::Dma(file) => {
                 let mut buffer = file.alloc_dma_buffer(data.len());
@@ -295,9 +317,10 @@ impl File {
 
     pub async fn fdatasync(&self) -> Result<()> {
         match &self.inner {
-            FileInner::Dma(file) => {
-                file.fdatasync().await.map_err(|e| glommio_err("fdatasync", &self.path, e))
-            }
+            FileInner::Dma(file) => file
+                .fdatasync()
+                .await
+                .map_err(|e| glommio_err("fdatasync", &self.path, e)),
             FileInner::Sim(file) => file.fdatasync().await,
         }
     }
@@ -316,18 +339,20 @@ impl File {
 
     pub async fn truncate(&self, size: u64) -> Result<()> {
         match &self.inner {
-            FileInner::Dma(file) => {
-                file.truncate(size).await.map_err(|e| glommio_err("truncate", &self.path, e))
-            }
+            FileInner::Dma(file) => file
+                .truncate(size)
+                .await
+                .map_err(|e| glommio_err("truncate", &self.path, e)),
             FileInner::Sim(file) => file.truncate(size),
         }
     }
 
     pub async fn size(&self) -> Result<u64> {
         match &self.inner {
-            FileInner::Dma(file) => {
-                file.file_size().await.map_err(|e| glommio_err("stat", &self.path, e))
-            }
+            FileInner::Dma(file) => file
+                .file_size()
+                .await
+                .map_err(|e| glommio_err("stat", &self.path, e)),
             FileInner::Sim(file) => Ok(file.size()),
         }
     }
@@ -336,7 +361,10 @@ impl File {
     pub async fn close(self) -> Result<()> {
         match self.inner {
             FileInner::Dma(file) => match Rc::try_unwrap(file) {
-                Ok(file) => file.close().await.map_err(|e| glommio_err("close", &self.path, e)),
+                Ok(file) => file
+                    .close()
+                    .await
+                    .map_err(|e| glommio_err("close", &self.path, e)),
                 Err(_shared) => Ok(()),
             },
             FileInner::Sim(_) => Ok(()),

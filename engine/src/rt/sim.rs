@@ -105,11 +105,19 @@ fn write_into(image: &mut Vec<u8>, position: u64, data: &[u8]) {
 }
 
 fn io_error(op: &'static str, path: &Path, kind: io::ErrorKind, message: &str) -> Error {
-    Error::io(op, path.to_path_buf(), io::Error::new(kind, message.to_string()))
+    Error::io(
+        op,
+        path.to_path_buf(),
+        io::Error::new(kind, message.to_string()),
+    )
 }
 
 fn injected(op: &'static str, path: &Path) -> Error {
-    Error::io(op, path.to_path_buf(), io::Error::from_raw_os_error(libc::EIO))
+    Error::io(
+        op,
+        path.to_path_buf(),
+        io::Error::from_raw_os_error(libc::EIO),
+    )
 }
 
 impl SimDisk {
@@ -197,7 +205,9 @@ impl SimDisk {
     /// Overwrites bytes of a file in both images, as media corruption would.
     pub fn corrupt(&self, path: &Path, position: u64, data: &[u8]) {
         let mut state = self.state.borrow_mut();
-        let Some(&id) = state.names.get(path) else { return };
+        let Some(&id) = state.names.get(path) else {
+            return;
+        };
         if let Some(file) = state.files.get_mut(&id) {
             write_into(&mut file.current, position, data);
             write_into(&mut file.durable, position, data);
@@ -207,7 +217,11 @@ impl SimDisk {
     fn check_alive(&self, op: &'static str, path: &Path) -> Result<()> {
         let mut state = self.state.borrow_mut();
         state.operations += 1;
-        if state.faults.crash_after_ops.is_some_and(|limit| state.operations > limit) {
+        if state
+            .faults
+            .crash_after_ops
+            .is_some_and(|limit| state.operations > limit)
+        {
             state.crashed = true;
         }
         if state.crashed {
@@ -229,14 +243,23 @@ impl SimDisk {
         self.check_alive("list dir", path)?;
         let state = self.state.borrow();
         if !state.dirs.contains(path) {
-            return Err(io_error("list dir", path, io::ErrorKind::NotFound, "no such directory"));
+            return Err(io_error(
+                "list dir",
+                path,
+                io::ErrorKind::NotFound,
+                "no such directory",
+            ));
         }
         let files = state.names.keys();
         let dirs = state.dirs.iter();
         Ok(files
             .chain(dirs)
             .filter(|entry| entry.parent() == Some(path))
-            .filter_map(|entry| entry.file_name().map(|name| name.to_string_lossy().into_owned()))
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
             .collect())
     }
 
@@ -254,7 +277,12 @@ impl SimDisk {
         let mut state = self.state.borrow_mut();
         let parent = path.parent().unwrap_or(Path::new("/"));
         if !state.dirs.contains(parent) {
-            return Err(io_error("open", path, io::ErrorKind::NotFound, "no such directory"));
+            return Err(io_error(
+                "open",
+                path,
+                io::ErrorKind::NotFound,
+                "no such directory",
+            ));
         }
         let id = match (state.names.get(path).copied(), mode) {
             (Some(id), _) => id,
@@ -266,10 +294,19 @@ impl SimDisk {
                 id
             }
             (None, _) => {
-                return Err(io_error("open", path, io::ErrorKind::NotFound, "no such file"))
+                return Err(io_error(
+                    "open",
+                    path,
+                    io::ErrorKind::NotFound,
+                    "no such file",
+                ))
             }
         };
-        Ok(SimFile { disk: Rc::clone(self), id, path: Rc::from(path) })
+        Ok(SimFile {
+            disk: Rc::clone(self),
+            id,
+            path: Rc::from(path),
+        })
     }
 
     pub(crate) fn remove_file(&self, path: &Path) -> Result<()> {
@@ -277,7 +314,12 @@ impl SimDisk {
         let mut state = self.state.borrow_mut();
         match state.names.remove(path) {
             Some(_) => Ok(()),
-            None => Err(io_error("remove", path, io::ErrorKind::NotFound, "no such file")),
+            None => Err(io_error(
+                "remove",
+                path,
+                io::ErrorKind::NotFound,
+                "no such file",
+            )),
         }
     }
 
@@ -285,7 +327,9 @@ impl SimDisk {
         self.check_alive("remove dir", path)?;
         let mut state = self.state.borrow_mut();
         state.names.retain(|name, _| !name.starts_with(path));
-        state.durable_names.retain(|name, _| !name.starts_with(path));
+        state
+            .durable_names
+            .retain(|name, _| !name.starts_with(path));
         state.dirs.retain(|dir| !dir.starts_with(path));
         Ok(())
     }
@@ -298,7 +342,12 @@ impl SimDisk {
                 state.names.insert(to.to_path_buf(), id);
                 Ok(())
             }
-            None => Err(io_error("rename", from, io::ErrorKind::NotFound, "no such file")),
+            None => Err(io_error(
+                "rename",
+                from,
+                io::ErrorKind::NotFound,
+                "no such file",
+            )),
         }
     }
 
@@ -306,7 +355,9 @@ impl SimDisk {
         self.check_alive("sync dir", path)?;
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
-        state.durable_names.retain(|name, _| name.parent() != Some(path));
+        state
+            .durable_names
+            .retain(|name, _| name.parent() != Some(path));
         for (name, id) in &state.names {
             if name.parent() == Some(path) {
                 state.durable_names.insert(name.clone(), *id);
@@ -316,14 +367,26 @@ impl SimDisk {
     }
 
     fn used_bytes(state: &State) -> u64 {
-        let live: BTreeSet<u64> =
-            state.names.values().chain(state.durable_names.values()).copied().collect();
-        live.iter().filter_map(|id| state.files.get(id)).map(|file| file.current.len() as u64).sum()
+        let live: BTreeSet<u64> = state
+            .names
+            .values()
+            .chain(state.durable_names.values())
+            .copied()
+            .collect();
+        live.iter()
+            .filter_map(|id| state.files.get(id))
+            .map(|file| file.current.len() as u64)
+            .sum()
     }
 
     fn would_overflow(state: &State, id: u64, new_len: u64) -> bool {
-        let Some(capacity) = state.faults.capacity_bytes else { return false };
-        let current_len = state.files.get(&id).map_or(0, |file| file.current.len() as u64);
+        let Some(capacity) = state.faults.capacity_bytes else {
+            return false;
+        };
+        let current_len = state
+            .files
+            .get(&id)
+            .map_or(0, |file| file.current.len() as u64);
         new_len > current_len && Self::used_bytes(state) + (new_len - current_len) > capacity
     }
 }
@@ -360,11 +423,18 @@ impl SimFile {
             ));
         }
         let fail = state.rng.u32(0..1_000_000) < state.faults.write_error_ppm;
-        let written = if fail { state.rng.usize(0..=data.len()) } else { data.len() };
+        let written = if fail {
+            state.rng.usize(0..=data.len())
+        } else {
+            data.len()
+        };
         let file = state.files.entry(self.id).or_default();
         if written > 0 {
             write_into(&mut file.current, position, &data[..written]);
-            file.pending.push(Pending::Write { position, data: data[..written].to_vec() });
+            file.pending.push(Pending::Write {
+                position,
+                data: data[..written].to_vec(),
+            });
         }
         if fail {
             state.stats.injected_write_errors += 1;
@@ -377,7 +447,9 @@ impl SimFile {
         self.maybe_yield().await;
         self.disk.check_alive("read", &self.path)?;
         let state = self.disk.state.borrow();
-        let Some(file) = state.files.get(&self.id) else { return Ok(Bytes::new()) };
+        let Some(file) = state.files.get(&self.id) else {
+            return Ok(Bytes::new());
+        };
         let start = (position as usize).min(file.current.len());
         let end = (start + len).min(file.current.len());
         Ok(Bytes::copy_from_slice(&file.current[start..end]))
@@ -390,7 +462,9 @@ impl SimFile {
         let state = &mut *state;
         state.stats.syncs += 1;
         let fail = state.rng.u32(0..1_000_000) < state.faults.sync_error_ppm;
-        let Some(file) = state.files.get_mut(&self.id) else { return Ok(()) };
+        let Some(file) = state.files.get_mut(&self.id) else {
+            return Ok(());
+        };
         let pending = std::mem::take(&mut file.pending);
         for operation in &pending {
             // A failed writeback persists an arbitrary subset of the dirty data.
@@ -436,6 +510,9 @@ impl SimFile {
 
     pub(crate) fn size(&self) -> u64 {
         let state = self.disk.state.borrow();
-        state.files.get(&self.id).map_or(0, |file| file.current.len() as u64)
+        state
+            .files
+            .get(&self.id)
+            .map_or(0, |file| file.current.len() as u64)
     }
 }

@@ -166,7 +166,11 @@ impl Shard {
     /// Opens the partition's log (recovering it) or creates it. A partition that fails to open
     /// is kept as failed, with the error, so requests for it get that error and the shard's
     /// other partitions keep working.
-    pub async fn open_partition(&self, partition: &TopicPartition, config: LogConfig) -> Result<Rc<PartitionLog>> {
+    pub async fn open_partition(
+        &self,
+        partition: &TopicPartition,
+        config: LogConfig,
+    ) -> Result<Rc<PartitionLog>> {
         if let Some(Partition::Online(log)) = self.partitions.borrow().get(partition) {
             return Ok(Rc::clone(log));
         }
@@ -185,13 +189,17 @@ impl Shard {
                     segments = recovery.segments, "partition online"
                 );
                 let log = Rc::new(log);
-                self.partitions.borrow_mut().insert(partition.clone(), Partition::Online(Rc::clone(&log)));
+                self.partitions
+                    .borrow_mut()
+                    .insert(partition.clone(), Partition::Online(Rc::clone(&log)));
                 Ok(log)
             }
             Err(error) => {
                 tracing::error!(shard = %self.id, %partition, %error, "partition failed to open");
                 let reason = error.to_string();
-                self.partitions.borrow_mut().insert(partition.clone(), Partition::Failed(reason));
+                self.partitions
+                    .borrow_mut()
+                    .insert(partition.clone(), Partition::Failed(reason));
                 Err(error)
             }
         }
@@ -236,7 +244,8 @@ impl Shard {
             ShardRequest::AppendBatches(AppendBatches { appends }) => {
                 let work = appends.into_iter().map(|append| {
                     let log = self.log(&append.partition);
-                    let work = async move { log?.append(&append.records, append.leader_epoch).await };
+                    let work =
+                        async move { log?.append(&append.records, append.leader_epoch).await };
                     (append.partition, work)
                 });
                 ShardResponse::AppendBatches(concurrently(work).await)
@@ -244,7 +253,8 @@ impl Shard {
             ShardRequest::ReadPartitions(ReadPartitions { reads }) => {
                 let work = reads.into_iter().map(|read| {
                     let log = self.log(&read.partition);
-                    let work = async move { log?.read(read.offset, read.max_bytes, read.limit).await };
+                    let work =
+                        async move { log?.read(read.offset, read.max_bytes, read.limit).await };
                     (read.partition, work)
                 });
                 let mut results = Vec::new();
@@ -353,10 +363,16 @@ impl Shard {
 /// Runs each partition's work in its own latency-class task, so the partitions of one message
 /// proceed concurrently, and returns the results in order.
 async fn concurrently<T: 'static>(
-    work: impl Iterator<Item = (TopicPartition, impl std::future::Future<Output = T> + 'static)>,
+    work: impl Iterator<
+        Item = (
+            TopicPartition,
+            impl std::future::Future<Output = T> + 'static,
+        ),
+    >,
 ) -> Vec<(TopicPartition, T)> {
-    let tasks: Vec<_> =
-        work.map(|(partition, future)| (partition, rt::spawn(TaskClass::Latency, future))).collect();
+    let tasks: Vec<_> = work
+        .map(|(partition, future)| (partition, rt::spawn(TaskClass::Latency, future)))
+        .collect();
     let mut results = Vec::with_capacity(tasks.len());
     for (partition, task) in tasks {
         results.push((partition, task.await));
