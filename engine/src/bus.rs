@@ -312,10 +312,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
                 },
             )
             .await?;
-        debug_count(self.shard_id, 0);
-        let out = poll_fn(|context| slot.poll_response(context)).await;
-        debug_count(self.shard_id, 4);
-        out
+        poll_fn(|context| slot.poll_response(context)).await
     }
 
     /// Runs every `(shard, request)` call concurrently and returns the results in the same order.
@@ -356,8 +353,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
         let deadline = Instant::now() + grace;
         self.set_phase(Phase::Draining);
         for peer in self.peer_ids() {
-            // A peer that has already gone cannot be told; that is fine.
-            let _ = self.senders.send_to(peer, Envelope::Closing).await;
+            // A peer that has already gone cannot be told, and one whose channel stays full is
+            // stuck: either way it is not waited for beyond the grace.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let _ = timeout(remaining, self.senders.send_to(peer, Envelope::Closing)).await;
         }
         let peers_done = |bus: &Self| {
             bus.peers.borrow().iter().all(|peer| peer.closing) && bus.served_in_flight.get() == 0
@@ -441,15 +440,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
                 Envelope::Request {
                     correlation_id,
                     body,
-                } => {
-                    debug_count(self.shard_id, 1);
-                    self.serve_remote(from, correlation_id, body)
-                }
+                } => self.serve_remote(from, correlation_id, body),
                 Envelope::Response {
                     correlation_id,
                     body,
                 } => {
-                    debug_count(self.shard_id, 3);
                     let call = self.pending.borrow_mut().remove(&correlation_id);
                     // No entry: the caller gave up on the call; drop the response.
                     if let Some(call) = call {
@@ -495,7 +490,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
         self.served_in_flight.set(self.served_in_flight.get() + 1);
         let bus = Rc::clone(self);
         spawn_detached(TaskClass::Latency, async move {
-            debug_count(bus.shard_id, 5);
             if let Some(handler) = bus.installed_handler().await {
                 let response = handler(from, request).await;
                 // The caller's shard may have left the bus meanwhile; nobody waits for this then.
@@ -503,20 +497,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
                     correlation_id,
                     body: response,
                 };
-                debug_count(bus.shard_id, 6);
                 let _ = bus.senders.send_to(from, reply).await;
-                debug_count(bus.shard_id, 2);
             }
             bus.served_in_flight.set(bus.served_in_flight.get() - 1);
             bus.state_changed.notify(usize::MAX);
         });
     }
-}
-
-#[doc(hidden)]
-pub static DEBUG_COUNTERS: [std::sync::atomic::AtomicU64; 16] = [const { std::sync::atomic::AtomicU64::new(0) }; 16];
-fn debug_count(shard: ShardId, index: usize) {
-    DEBUG_COUNTERS[usize::from(shard.0) * 8 + index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Polls all `futures` concurrently; their outputs in order.

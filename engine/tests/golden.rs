@@ -25,8 +25,10 @@ fn golden_dir() -> PathBuf {
 fn build() -> (Vec<u8>, Vec<u8>) {
     rt::block_on(async {
         let disk = SimDisk::new(1, FaultConfig::default());
-        let mut config = LogConfig::default();
-        config.index_interval_bytes = 100;
+        let config = LogConfig {
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        };
         let (log, _) = PartitionLog::open(LogOptions {
             storage: Storage::Sim(Rc::clone(&disk)),
             dir: PathBuf::from("/golden/t-0"),

@@ -42,10 +42,11 @@ fn faults(crash_after_ops: u64) -> FaultConfig {
 }
 
 fn config() -> LogConfig {
-    let mut config = LogConfig::default();
-    config.segment_bytes = 16 * 1024;
-    config.index_interval_bytes = 1024;
-    config
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
 }
 
 async fn open(disk: &Rc<SimDisk>) -> ringlog_engine::Result<PartitionLog> {
@@ -86,7 +87,8 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                 .await
                 .map_err(|error| format!("reopen after crash {crash}: {error}"))?,
         );
-        verify(&log, &acked.borrow(), &mut outcome).await?;
+        let snapshot = acked.borrow().clone();
+        verify(&log, &snapshot, &mut outcome).await?;
         disk.set_faults(faults(rng.u64(1..=CRASH_AFTER_OPS_MAX)));
         let mut tasks = Vec::new();
         for appender in 0..APPENDERS {
@@ -129,7 +131,8 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
     let log = open(&disk)
         .await
         .map_err(|error| format!("final reopen: {error}"))?;
-    verify(&log, &acked.borrow(), &mut outcome).await?;
+    let snapshot = acked.borrow().clone();
+    verify(&log, &snapshot, &mut outcome).await?;
     outcome.acknowledged = acked.borrow().len() as u64;
     outcome.stats = disk.stats();
     Ok(outcome)

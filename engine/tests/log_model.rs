@@ -60,11 +60,12 @@ impl Model {
 }
 
 fn config() -> LogConfig {
-    let mut config = LogConfig::default();
-    config.segment_bytes = 8192;
-    config.index_interval_bytes = 512;
-    config.retention_ms = -1;
-    config
+    LogConfig {
+        segment_bytes: 8192,
+        index_interval_bytes: 512,
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
 }
 
 async fn open(disk: &Rc<SimDisk>, cache: &Rc<BatchCache>, config: LogConfig) -> PartitionLog {
@@ -149,23 +150,18 @@ async fn run(ops: Vec<Op>, seed: u64) {
                     assert!(read.batches.is_empty());
                     continue;
                 }
-                let mut index = model.batch_holding(offset).expect("model holds the offset");
+                let first = model.batch_holding(offset).expect("model holds the offset");
                 let mut total = 0;
                 for (position, batch) in read.batches.iter().enumerate() {
-                    assert_eq!(batch, &model.batches[index].2);
+                    assert_eq!(batch, &model.batches[first + position].2);
                     total += batch.len();
                     assert!(
                         position == 0 || total <= max_bytes,
                         "max_bytes respected after the first batch"
                     );
-                    index += 1;
                 }
+                // A read may stop early at a segment boundary, so only the minimum is checked.
                 assert!(!read.batches.is_empty(), "at least one batch");
-                if index < model.batches.len() {
-                    assert!(
-                        total + model.batches[index].2.len() > max_bytes || read.batches.len() > 0
-                    );
-                }
             }
             Op::Truncate { pick } => {
                 let span = (model.log_end - model.log_start + 1) as u64;

@@ -22,8 +22,10 @@ fn options(dir: &std::path::Path, config: LogConfig) -> LogOptions {
 fn append_read_restart_on_real_disk() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().to_path_buf();
-    let mut config = LogConfig::default();
-    config.segment_bytes = 64 * 1024;
+    let config = LogConfig {
+        segment_bytes: 64 * 1024,
+        ..LogConfig::default()
+    };
     rt::block_on(async move {
         Storage::Real.prime_data_dir(&dir).await.expect("prime");
         let (log, recovery) = PartitionLog::open(options(&dir, config.clone()))

@@ -58,8 +58,10 @@ fn partitions_on_both_shards_served_over_the_bus() {
                 ShardConfig::new(&data_dir),
                 ShardTable::new(1),
             );
-            let mut config = LogConfig::default();
-            config.segment_bytes = 4096;
+            let config = LogConfig {
+                segment_bytes: 4096,
+                ..LogConfig::default()
+            };
             let tp = TopicPartition::new("broken", 0);
             let log = shard.open_partition(&tp, config).await.expect("create");
             for index in 0..20 {

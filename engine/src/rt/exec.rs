@@ -32,6 +32,15 @@ pub const DEFAULT_IO_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 /// switches (and the I/O polling done at each switch) to a few hundred per second.
 pub const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(2);
 
+/// How long an idle pinned shard keeps polling before it sleeps.
+///
+/// Waking a sleeping executor (eventfd write, then the kernel wakes the thread, an IPI through
+/// the hypervisor on VMs) costs ~100 us on our machines, against ~15 us for a whole bus round
+/// trip between polling shards. A response or request usually arrives within tens of
+/// microseconds of a shard going idle, so 50 us of polling catches most of them for at most
+/// 50 us of CPU per idle period. glommio spins only on pinned executors.
+pub const DEFAULT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+
 /// The latency budget of the latency-sensitive queue: when it has work, whatever runs must yield
 /// within this long. Half the preemption timer, so a produce waits at most ~1 ms behind a
 /// background task rather than a full timer period.
@@ -83,6 +92,8 @@ pub struct RuntimeConfig {
     pub preempt_timer: Duration,
     /// Pin shard `i` to the `i`-th CPU this process may run on.
     pub pin_to_cores: bool,
+    /// How long an idle shard polls before sleeping (pinned shards only); `None` sleeps at once.
+    pub spin_before_park: Option<Duration>,
     /// Thread name prefix; shard threads are named `<name>-<shard index>`.
     pub name: String,
 }
@@ -94,6 +105,7 @@ impl Default for RuntimeConfig {
             io_memory_bytes: DEFAULT_IO_MEMORY_BYTES,
             preempt_timer: DEFAULT_PREEMPT_TIMER,
             pin_to_cores: true,
+            spin_before_park: Some(DEFAULT_SPIN_BEFORE_PARK),
             name: String::from("ringlog-shard"),
         }
     }
@@ -150,8 +162,8 @@ impl Drop for LocalQueuesGuard {
     }
 }
 
-/// Creates the two task queues on the executor running on this thread and makes them current.
-fn install_queues(shard_id: Option<ShardId>) -> LocalQueuesGuard {
+/// Creates the two task queues on the executor running on this thread.
+fn create_queues(shard_id: Option<ShardId>) -> LocalQueues {
     let executor = glommio::executor();
     let latency = executor.create_task_queue(
         Shares::Static(LATENCY_QUEUE_SHARES),
@@ -163,17 +175,23 @@ fn install_queues(shard_id: Option<ShardId>) -> LocalQueuesGuard {
         Latency::NotImportant,
         "background",
     );
-    let queues = LocalQueues {
+    LocalQueues {
         shard_id,
         latency,
         background,
-    };
+    }
+}
+
+/// Makes `queues` the ones [`spawn`] uses on this thread until the guard is dropped.
+fn enter_queues(queues: LocalQueues) -> LocalQueuesGuard {
     let previous = LOCAL_QUEUES.with(|current| current.replace(Some(queues)));
     LocalQueuesGuard { previous }
 }
 
 /// A spawned task. Awaiting it yields the task's output; dropping it cancels the task, so call
 /// [`Task::detach`] to let it run on its own.
+///
+/// Lives on the shard (thread) that spawned it.
 #[must_use = "a task is cancelled when dropped; call .detach() to let it run in the background"]
 pub struct Task<T>(glommio::Task<T>);
 
@@ -341,6 +359,9 @@ impl fmt::Debug for ShardContext {
 ///
 /// A panic on a shard aborts the process after printing which shard panicked: the other shards
 /// may be waiting for it, and a half-alive broker is worse than a dead one.
+///
+/// Every shard is watched by the stall guard (see [`STALL_GUARD_INTERVAL`]), which works around
+/// a glommio 0.9 bug that can otherwise leave a shard asleep with work queued.
 pub fn run_shards<F, Fut, T>(config: &RuntimeConfig, shard_main: F) -> Result<Vec<T>>
 where
     F: Fn(ShardContext) -> Fut + Send + Sync + Clone + 'static,
@@ -447,10 +468,11 @@ impl ShardStart {
         let executor = executor?;
         let context = ShardContext::new(self.shard_id, self.shard_count, self.cpu);
         let shard_id = self.shard_id;
+        let doorbell = Doorbell::register_current_thread();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            executor.run(async move {
-                let _queues = install_queues(Some(shard_id));
-                with_stall_guard(async {
+            executor.run(async {
+                let _queues = enter_queues(create_queues(Some(shard_id)));
+                with_stall_guard(&doorbell, async {
                     let output = shard_main(context.clone()).await;
                     context.run_shutdown_hooks().await;
                     output
@@ -466,7 +488,11 @@ impl ShardStart {
 }
 
 fn make_executor(placement: Placement, config: &RuntimeConfig) -> Result<LocalExecutor> {
-    LocalExecutorBuilder::new(placement)
+    let mut builder = LocalExecutorBuilder::new(placement);
+    if let Some(spin) = config.spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    builder
         .name(&config.name)
         .io_memory(config.io_memory_bytes)
         .preempt_timer(config.preempt_timer)
@@ -533,15 +559,21 @@ impl StartupLatch {
     }
 }
 
-/// Runs `future` to completion on a new unpinned executor on this thread, with the same io
-/// memory, preemption timer and task queues as a shard, so [`spawn`] with a [`TaskClass`] works.
+/// Runs `future` to completion on an unpinned executor on this thread, with the same io memory,
+/// preemption timer and task queues as a shard, so [`spawn`] with a [`TaskClass`] works.
 /// [`current_shard`] is `None` inside. For tools, tests and benchmarks.
 ///
-/// Each call makes a fresh executor (io_uring rings, 16 MiB of io memory, one blocking helper
-/// thread) and drops it on return: a few hundred microseconds, fine per property-test case. It may
-/// be called any number of times in sequence on a thread, and from many threads at once, but not
-/// from inside a running executor (glommio allows one running executor per thread and panics).
-/// Tasks still running when `future` returns are dropped with the executor.
+/// Each thread keeps one executor for all its `block_on` calls, made on the first: creating one
+/// costs ~6 ms (registering 16 MiB of io memory with three rings), and glommio 0.9 never frees
+/// an executor's eventfd once it has run a task (`RawTask::destroy` does not drop the task
+/// header's `Arc<SleepNotifier>`), so an executor per call would leak a file descriptor per call.
+/// Reuse has one visible effect: tasks still pending when `future` returns are neither cancelled
+/// nor dropped; they resume during the thread's next `block_on`, and are leaked when the thread
+/// ends. Await or cancel what you spawn.
+///
+/// Callable any number of times in sequence on a thread and from many threads at once, but not
+/// from inside a running executor (`run_shards` or another `block_on`): glommio allows one
+/// running executor per thread.
 ///
 /// Panics if the executor cannot be created; see [`try_block_on`].
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
@@ -551,54 +583,148 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
-/// [`block_on`] with explicit io memory and preemption timer (`shard_count`, `pin_to_cores` and
-/// `name` are ignored), returning an error if the executor cannot be created.
+/// [`block_on`] with explicit io memory and preemption timer (`shard_count`, `pin_to_cores`,
+/// `spin_before_park` and `name` do not apply to an unpinned executor on the caller's thread),
+/// returning an error if the executor cannot be created. A call with different io memory or
+/// preemption timer than the thread's previous one replaces the thread's executor.
 pub fn try_block_on<T>(config: &RuntimeConfig, future: impl Future<Output = T>) -> Result<T> {
-    raise_memlock_limit(memlock_bytes_needed(1, config.io_memory_bytes));
-    let executor = make_executor(Placement::Unbound, config)?;
-    Ok(executor.run(async move {
-        let _queues = install_queues(None);
-        with_stall_guard(future).await
+    assert!(
+        LOCAL_QUEUES.with(Cell::get).is_none(),
+        "block_on called from inside a running executor"
+    );
+    let executor = BLOCK_ON_EXECUTOR.with(|cached| -> Result<Rc<CachedExecutor>> {
+        let mut cached = cached.borrow_mut();
+        if let Some(executor) = cached.as_ref() {
+            if executor.io_memory_bytes == config.io_memory_bytes
+                && executor.preempt_timer == config.preempt_timer
+            {
+                return Ok(Rc::clone(executor));
+            }
+        }
+        raise_memlock_limit(memlock_bytes_needed(1, config.io_memory_bytes));
+        let executor = Rc::new(CachedExecutor {
+            io_memory_bytes: config.io_memory_bytes,
+            preempt_timer: config.preempt_timer,
+            executor: make_executor(Placement::Unbound, config)?,
+            queues: Cell::new(None),
+        });
+        *cached = Some(Rc::clone(&executor));
+        Ok(executor)
+    })?;
+    let doorbell = Doorbell::register_current_thread();
+    Ok(executor.executor.run(async {
+        let queues = match executor.queues.get() {
+            Some(queues) => queues,
+            None => {
+                let queues = create_queues(None);
+                executor.queues.set(Some(queues));
+                queues
+            }
+        };
+        let _queues = enter_queues(queues);
+        with_stall_guard(&doorbell, future).await
     }))
 }
 
-/// Runs `future` while the process-wide stall guard thread wakes this task every
-/// [`STALL_GUARD_INTERVAL`] from outside the executor.
+/// The executor [`block_on`] reuses on one thread, with the queues made on it.
+struct CachedExecutor {
+    io_memory_bytes: usize,
+    preempt_timer: Duration,
+    executor: LocalExecutor,
+    queues: Cell<Option<LocalQueues>>,
+}
+
+thread_local! {
+    /// This thread's [`block_on`] executor, made by its first call.
+    static BLOCK_ON_EXECUTOR: RefCell<Option<Rc<CachedExecutor>>> = const { RefCell::new(None) };
+}
+
+/// Runs `future` while the stall guard wakes this task every [`STALL_GUARD_INTERVAL`] from
+/// outside the executor.
 ///
 /// Why: glommio 0.9's `LocalExecutor::run` parks whenever `run_task_queues` returns false, and
 /// that also happens when a preemption is already pending (`need_preempt`: any completion in the
-/// latency ring) before any queue ran. The park consumes that completion and sleeps with tasks
-/// still queued; if no timer or I/O is pending it never wakes. Two shards ping-ponging over the
-/// mesh hit this within a few thousand round trips and then both sleep forever. A timer on the
-/// executor itself does not help: the task that would re-arm it is among the ones left queued.
+/// latency ring) before any queue ran, typically because the OS descheduled the thread for longer
+/// than the preemption timer right after glommio armed it. The park consumes that completion and
+/// sleeps with tasks still queued; if no timer or I/O is pending it never wakes. Under CPU
+/// contention two shards ping-ponging over the mesh hit this within a few thousand round trips,
+/// and about one executor start in two thousand hangs before polling its main task. A timer on
+/// the executor itself does not help: the task that would re-arm it is among those left queued.
 ///
-/// A wake from another thread goes through the executor's eventfd (glommio marks a sleeping
-/// executor as wanting notifications before it sleeps), so the parked executor wakes, and its
-/// run loop then runs the queued tasks. The task woken is the executor's main task (this one):
-/// it is registered on its first poll, before anything else can run, and unregistered as soon as
-/// `future` completes, with no await in between that could park unguarded. The cost is a
-/// spurious poll of `future` per interval.
+/// A wake from another thread goes through the executor's eventfd (glommio marks an executor as
+/// wanting notifications before it sleeps), so the parked executor wakes up and its run loop runs
+/// the queued tasks. The task woken is the executor's main task (this one): it registers its
+/// waker on its first poll and withdraws it as soon as `future` completes, with no await in
+/// between that could park unguarded. Before that first poll there is no waker to wake, so the
+/// guard interrupts the thread's sleep with a signal instead (see [`KICK_SIGNAL_OFFSET`]). The
+/// cost is a spurious poll of `future` per interval.
 ///
 /// The real fix is in glommio (do not park while a task queue is active); with it this guard
 /// can go.
-async fn with_stall_guard<T>(future: impl Future<Output = T>) -> T {
+async fn with_stall_guard<T>(doorbell: &Doorbell, future: impl Future<Output = T>) -> T {
     let mut future = std::pin::pin!(future);
-    let mut registration: Option<DoorbellRegistration> = None;
+    let mut registered = false;
     std::future::poll_fn(|context| {
-        if registration.is_none() && std::env::var_os("RINGLOG_NO_STALL_GUARD").is_none() {
+        if !registered {
             // Every waker of a glommio task wakes the same task: register the first one.
-            registration = Some(STALL_GUARD.register(context.waker().clone()));
+            doorbell.set(DoorbellState::Running(context.waker().clone()));
+            registered = true;
         }
         let poll = future.as_mut().poll(context);
         if poll.is_ready() {
-            registration = None;
+            doorbell.set(DoorbellState::Finished);
         }
         poll
     })
     .await
 }
 
-/// The process-wide thread that rings the doorbells of all running executors.
+/// Which real-time signal (above `SIGRTMIN`) the stall guard uses to interrupt an executor stuck
+/// before its main task first ran. Real-time signals have no default users; 7 stays clear of the
+/// low ones that libraries sometimes claim. The handler does nothing: the signal only makes the
+/// executor's `io_uring_enter` return early. If something else already handles this signal the
+/// guard leaves it alone and does without.
+const KICK_SIGNAL_OFFSET: libc::c_int = 7;
+
+/// How long an executor may take to poll its main task before the guard signals its thread.
+/// Starting an executor takes well under a millisecond; five intervals leaves room for a busy
+/// machine, and the stall being cured is otherwise forever.
+const STARTUP_KICK_AFTER: Duration = Duration::from_millis(5);
+
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + KICK_SIGNAL_OFFSET
+}
+
+extern "C" fn ignore_kick(_signal: libc::c_int) {}
+
+/// Installs the do-nothing handler for the kick signal once per process; false if the signal is
+/// taken or the handler could not be installed.
+fn kick_handler_installed() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let signal = kick_signal();
+        // SAFETY: all-zeroes is a valid sigaction; sigaction only writes to `current`.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0
+            || current.sa_sigaction != libc::SIG_DFL
+        {
+            tracing::warn!(
+                signal,
+                "stall guard: kick signal unavailable; not installing"
+            );
+            return false;
+        }
+        // SAFETY: as above; `action` is fully initialised before use. No SA_RESTART, so that an
+        // interrupted io_uring_enter returns instead of being restarted.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = ignore_kick as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = 0;
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) == 0 }
+    })
+}
+
+/// The process-wide stall guard: one thread that rings the doorbells of all running executors.
 static STALL_GUARD: StallGuard = StallGuard {
     state: Mutex::new(StallGuardState {
         next_id: 0,
@@ -615,45 +741,83 @@ struct StallGuard {
 
 struct StallGuardState {
     next_id: u64,
-    doorbells: Vec<(u64, std::task::Waker)>,
+    doorbells: Vec<DoorbellEntry>,
     thread_started: bool,
 }
 
-/// Removes its doorbell from the stall guard when dropped (also when a `block_on` unwinds).
-struct DoorbellRegistration {
+struct DoorbellEntry {
+    id: u64,
+    thread: libc::pthread_t,
+    state: DoorbellState,
+}
+
+enum DoorbellState {
+    /// The executor's main task has not run yet.
+    Starting(std::time::Instant),
+    /// Waking this waker wakes the executor.
+    Running(std::task::Waker),
+    /// The main future has completed; the executor is on its way out.
+    Finished,
+}
+
+/// An executor's registration with the stall guard, made on its thread before the executor
+/// runs and withdrawn when dropped (before the thread can end, so the guard never signals a
+/// thread that is gone).
+struct Doorbell {
     id: u64,
 }
 
-impl Drop for DoorbellRegistration {
-    fn drop(&mut self) {
-        let mut state = STALL_GUARD
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        state.doorbells.retain(|(id, _)| *id != self.id);
-    }
-}
-
-impl StallGuard {
-    fn register(&'static self, doorbell: std::task::Waker) -> DoorbellRegistration {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+impl Doorbell {
+    fn register_current_thread() -> Doorbell {
+        let guard = &STALL_GUARD;
+        let mut state = guard.state.lock().unwrap_or_else(PoisonError::into_inner);
         let id = state.next_id;
         state.next_id += 1;
-        state.doorbells.push((id, doorbell));
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
+        let entry = DoorbellEntry {
+            id,
+            thread,
+            state: DoorbellState::Starting(std::time::Instant::now()),
+        };
+        state.doorbells.push(entry);
         if !state.thread_started {
             let spawned = std::thread::Builder::new()
                 .name("ringlog-stall-guard".into())
-                .spawn(move || self.ring_forever());
+                .spawn(move || guard.ring_forever());
             match spawned {
                 Ok(_) => state.thread_started = true,
                 Err(error) => tracing::warn!(%error, "cannot start the executor stall guard"),
             }
         }
-        self.changed.notify_all();
-        DoorbellRegistration { id }
+        guard.changed.notify_all();
+        Doorbell { id }
     }
 
+    fn set(&self, new_state: DoorbellState) {
+        let mut state = STALL_GUARD
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = state.doorbells.iter_mut().find(|entry| entry.id == self.id) {
+            entry.state = new_state;
+        }
+    }
+}
+
+impl Drop for Doorbell {
+    fn drop(&mut self) {
+        let mut state = STALL_GUARD
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.doorbells.retain(|entry| entry.id != self.id);
+    }
+}
+
+impl StallGuard {
     fn ring_forever(&self) {
+        let can_kick = kick_handler_installed();
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -663,9 +827,20 @@ impl StallGuard {
                         .wait(state)
                         .unwrap_or_else(PoisonError::into_inner);
                 }
-                // Woken under the lock, so a doorbell unregistered after this sees no more wakes.
-                for (_, doorbell) in &state.doorbells {
-                    doorbell.wake_by_ref();
+                // Rung under the lock: a doorbell withdrawn after this sees no more wakes, and a
+                // registered thread has not exited.
+                for entry in &state.doorbells {
+                    match &entry.state {
+                        DoorbellState::Running(waker) => waker.wake_by_ref(),
+                        DoorbellState::Starting(since)
+                            if can_kick && since.elapsed() > STARTUP_KICK_AFTER =>
+                        {
+                            // SAFETY: the thread registered itself and unregisters before exiting;
+                            // we hold the lock that unregistering takes.
+                            unsafe { libc::pthread_kill(entry.thread, kick_signal()) };
+                        }
+                        DoorbellState::Starting(_) | DoorbellState::Finished => {}
+                    }
                 }
             }
             std::thread::sleep(STALL_GUARD_INTERVAL);
@@ -746,7 +921,8 @@ fn raise_memlock_limit(bytes_needed: u64) {
             bytes_needed,
             soft_limit = limit.rlim_cur,
             hard_limit = limit.rlim_max,
-            "could not raise RLIMIT_MEMLOCK; io memory may not be registered with io_uring"
+            "could not raise RLIMIT_MEMLOCK; without CAP_IPC_LOCK, io memory will not be \
+             registered with io_uring"
         );
     }
 }

@@ -325,14 +325,12 @@ mod tests {
     #[test]
     fn place_fills_the_emptiest_shard_and_is_deterministic() {
         let mut table = ShardTable::new(4);
-        let mut version = 0;
         for partition in 0..40 {
             let new = tp("orders", partition);
             let shard = table.place(&new);
             assert_eq!(shard, table.clone().place(&new), "same table, same choice");
-            version += 1;
             let placed = ShardTableUpdate {
-                version,
+                version: table.version() + 1,
                 assign: vec![(new, shard)],
                 remove: vec![],
             };
