@@ -677,14 +677,37 @@ async fn classify_damage(
     damaged_at: u64,
     limit: u64,
 ) -> Result<Option<String>> {
+    let from = damaged_at + FRAME_ALIGNMENT_BYTES as u64;
+    let proof = find_valid_frame(reader, from, limit, |header| {
+        u64::from(header.synced_position) > damaged_at
+    })
+    .await?;
+    Ok(proof.map(|(position, header)| {
+        format!(
+            "a valid frame at position {position} (offset {}) was appended after position \
+             {damaged_at} had been synced",
+            header.base_offset
+        )
+    }))
+}
+
+/// The first valid frame at or after `from` (8-byte aligned positions, below `limit`) whose
+/// header `accept`s. Scans chunk by chunk, probing the frame magic directly on each chunk, so
+/// searching megabytes of preallocated zeros stays cheap. Used by recovery and by
+/// `ringlog log verify`.
+pub async fn find_valid_frame(
+    reader: &mut ChunkReader,
+    from: u64,
+    limit: u64,
+    accept: impl Fn(&FrameHeader) -> bool,
+) -> Result<Option<(u64, FrameHeader)>> {
     let magic = FRAME_MAGIC.to_le_bytes();
-    let mut chunk_start = damaged_at + FRAME_ALIGNMENT_BYTES as u64;
+    let mut chunk_start = from.next_multiple_of(FRAME_ALIGNMENT_BYTES as u64);
     while chunk_start + FRAME_HEADER_BYTES as u64 <= limit {
         let chunk_len = (SCAN_CHUNK_BYTES as u64).min(limit - chunk_start) as usize;
         let Some(chunk) = reader.get(chunk_start, chunk_len).await? else {
             break;
         };
-        // Frames start 8-byte aligned: probe only those positions, straight on the chunk.
         let candidates: Vec<u64> = chunk
             .chunks_exact(FRAME_ALIGNMENT_BYTES)
             .enumerate()
@@ -693,12 +716,8 @@ async fn classify_damage(
             .collect();
         for position in candidates {
             if let Ok((header, _)) = read_valid_frame(reader, position, None).await? {
-                if u64::from(header.synced_position) > damaged_at {
-                    return Ok(Some(format!(
-                        "a valid frame at position {position} (offset {}) was appended after \
-                         position {damaged_at} had been synced",
-                        header.base_offset
-                    )));
+                if accept(&header) {
+                    return Ok(Some((position, header)));
                 }
             }
         }

@@ -12,13 +12,12 @@ use bytes::Bytes;
 use ringlog_engine::config::INDEX_INTERVAL_BYTES_DEFAULT;
 use ringlog_engine::format::{
     batch_crc, BatchInfo, FrameError, FrameHeader, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES,
-    FRAME_MAGIC,
 };
 use ringlog_engine::index::{IndexCheckpoint, IndexEntry, SegmentIndex};
 use ringlog_engine::log::{CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
 use ringlog_engine::rt::fs::{File, OpenMode, Storage, DMA_ALIGNMENT_BYTES};
 use ringlog_engine::segment::{
-    index_file_name, parse_log_file_name, read_valid_frame, ChunkReader, SCAN_CHUNK_BYTES,
+    find_valid_frame, index_file_name, parse_log_file_name, read_valid_frame, ChunkReader,
 };
 
 /// Layout of the clean-shutdown marker, as `engine/src/log.rs` (`CleanMarker`) writes it: magic
@@ -392,32 +391,11 @@ async fn describe_damage(
 }
 
 /// The position of the next valid frame at or after `from` (on the frame alignment), if any.
-/// Probes the aligned positions of a whole chunk at a time: past the end of the data a segment
-/// is megabytes of preallocated zeros.
 async fn next_valid_frame(
     reader: &mut ChunkReader,
     from: u64,
     limit: u64,
 ) -> anyhow::Result<Option<u64>> {
-    let magic = FRAME_MAGIC.to_le_bytes();
-    let mut chunk_start = from.next_multiple_of(FRAME_ALIGNMENT_BYTES as u64);
-    while chunk_start + FRAME_HEADER_BYTES as u64 <= limit {
-        let chunk_len = (SCAN_CHUNK_BYTES as u64).min(limit - chunk_start) as usize;
-        let Some(chunk) = reader.get(chunk_start, chunk_len).await? else {
-            break;
-        };
-        let candidates: Vec<u64> = chunk
-            .chunks_exact(FRAME_ALIGNMENT_BYTES)
-            .enumerate()
-            .filter(|(_, word)| word[..4] == magic)
-            .map(|(index, _)| chunk_start + (index * FRAME_ALIGNMENT_BYTES) as u64)
-            .collect();
-        for position in candidates {
-            if read_valid_frame(reader, position, None).await?.is_ok() {
-                return Ok(Some(position));
-            }
-        }
-        chunk_start += chunk_len as u64;
-    }
-    Ok(None)
+    let found = find_valid_frame(reader, from, limit, |_| true).await?;
+    Ok(found.map(|(position, _)| position))
 }
