@@ -9,6 +9,8 @@
 //! "offset len crc" to a side file. SIGKILL does not lose what a process had written to the page
 //! cache, so every line the parent reads names a batch the log had acknowledged.
 
+mod common;
+
 use std::cell::RefCell;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -86,31 +88,14 @@ fn options(root: &Path) -> LogOptions {
     }
 }
 
-/// Runs the future `make` builds on a fresh executor on its own thread, and fails the test if it
-/// has not finished within [`RECOVERY_TIME_LIMIT`], so a stalled executor (glommio 0.9 has been
-/// seen to sleep in `io_uring_enter` with a task runnable) fails the run instead of hanging it.
+/// [`common::block_on_bounded`] with this file's time limit.
 fn block_on_bounded<Make, Fut, T>(make: Make) -> T
 where
     Make: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    let (finished, finished_receiver) = std::sync::mpsc::channel();
-    let runner = std::thread::spawn(move || {
-        let output = rt::block_on(make());
-        let _ = finished.send(());
-        output
-    });
-    match finished_receiver.recv_timeout(RECOVERY_TIME_LIMIT) {
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
-            "the executor made no progress for {RECOVERY_TIME_LIMIT:?}: stalled (see \
-             block_on_bounded)"
-        ),
-        _ => match runner.join() {
-            Ok(output) => output,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-    }
+    common::block_on_bounded(RECOVERY_TIME_LIMIT, make)
 }
 
 fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {

@@ -7,6 +7,8 @@
 //! disk-full one needs the seeded fault layer to have a disk that fills up. Every scenario prints
 //! a one-line summary of what happened so `--nocapture` output can be quoted in reports.
 
+mod common;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -18,7 +20,7 @@ use ringlog_engine::format::{
     build_batch, patch_batch, validate_batch, FrameHeader, FRAME_HEADER_BYTES,
 };
 use ringlog_engine::log::{now_ms, LogOptions, LogRecovery, PartitionLog, ReadLimit};
-use ringlog_engine::rt::{self, fs::Storage, sim::FaultConfig, sim::SimDisk};
+use ringlog_engine::rt::{fs::Storage, sim::FaultConfig, sim::SimDisk};
 use ringlog_engine::segment::parse_log_file_name;
 use ringlog_engine::{Error, TopicPartition};
 
@@ -46,31 +48,14 @@ const PARTITION_DIR: &str = "t-0";
 /// seconds at most, even on a loaded two-core machine.
 const SCENARIO_TIME_LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs the future `make` builds on a fresh executor on its own thread, and fails the test if it
-/// has not finished within [`SCENARIO_TIME_LIMIT`], so a stalled executor (glommio 0.9 has been
-/// seen to sleep in `io_uring_enter` with a task runnable) fails the run instead of hanging it.
+/// [`common::block_on_bounded`] with this file's time limit.
 fn block_on_bounded<Make, Fut, T>(make: Make) -> T
 where
     Make: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    let (finished, finished_receiver) = std::sync::mpsc::channel();
-    let runner = std::thread::spawn(move || {
-        let output = rt::block_on(make());
-        let _ = finished.send(());
-        output
-    });
-    match finished_receiver.recv_timeout(SCENARIO_TIME_LIMIT) {
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
-            "the executor made no progress for {SCENARIO_TIME_LIMIT:?}: stalled (see \
-             block_on_bounded)"
-        ),
-        _ => match runner.join() {
-            Ok(output) => output,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-    }
+    common::block_on_bounded(SCENARIO_TIME_LIMIT, make)
 }
 
 /// A batch that was acknowledged, as the log must return it: with its offset and the leader
