@@ -10,7 +10,7 @@
 //! reshape the segment list (roll, truncate, retention, close) take the log exclusively; appends
 //! wait for them to finish.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -56,6 +56,15 @@ pub enum ReadLimit {
     HighWatermark,
     /// Followers and tools: up to the log end offset.
     LogEnd,
+}
+
+/// What an append gate ([`PartitionLog::append_gated`]) decides.
+#[derive(Debug)]
+pub enum AppendGate<T> {
+    /// Assign offsets and append.
+    Append,
+    /// Append nothing; the append returns `Ok(Err(value))`.
+    Skip(T),
 }
 
 /// Result of an append: the offsets assigned.
@@ -127,6 +136,11 @@ pub struct PartitionLog {
     flushed: Event,
     /// Notified when an exclusive operation ends.
     released: Event,
+    /// Orders appends by arrival (see [`PartitionLog::append_gated`]).
+    append_line: AppendLine,
+    /// Notified when the high watermark may have moved, the log was truncated or closed:
+    /// long-polling fetches wait on it.
+    data_changed: Event,
 }
 
 struct State {
@@ -173,6 +187,76 @@ impl Drop for ExclusiveGuard<'_> {
     fn drop(&mut self) {
         self.log.state.borrow_mut().exclusive = false;
         self.log.released.notify(usize::MAX);
+    }
+}
+
+/// A ticket line: appends take a ticket when called and assign offsets in ticket order.
+#[derive(Default)]
+struct AppendLine {
+    next_ticket: Cell<u64>,
+    shared: Rc<LineShared>,
+}
+
+#[derive(Default)]
+struct LineShared {
+    /// The ticket whose turn it is.
+    serving: Cell<u64>,
+    /// Tickets dropped before their turn came (their appends failed early or were cancelled);
+    /// skipped when the line reaches them.
+    abandoned: RefCell<Vec<u64>>,
+    turn_passed: Event,
+}
+
+/// An append's place in the [`AppendLine`]; dropping it (done, failed or cancelled) passes the
+/// turn on.
+struct AppendTurn {
+    ticket: u64,
+    shared: Rc<LineShared>,
+}
+
+impl AppendLine {
+    fn take_ticket(&self) -> AppendTurn {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        AppendTurn {
+            ticket,
+            shared: Rc::clone(&self.shared),
+        }
+    }
+
+    fn is_turn(&self, turn: &AppendTurn) -> bool {
+        self.shared.serving.get() == turn.ticket
+    }
+
+    async fn wait_for_turn(&self, turn: &AppendTurn) {
+        loop {
+            let listener = self.shared.turn_passed.listen();
+            if self.is_turn(turn) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+impl Drop for AppendTurn {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if shared.serving.get() == self.ticket {
+            shared.serving.set(self.ticket + 1);
+        } else {
+            shared.abandoned.borrow_mut().push(self.ticket);
+        }
+        let mut abandoned = shared.abandoned.borrow_mut();
+        while let Some(index) = abandoned
+            .iter()
+            .position(|&ticket| ticket == shared.serving.get())
+        {
+            abandoned.swap_remove(index);
+            shared.serving.set(shared.serving.get() + 1);
+        }
+        drop(abandoned);
+        shared.turn_passed.notify(usize::MAX);
     }
 }
 
@@ -314,6 +398,8 @@ impl PartitionLog {
             }),
             flushed: Event::new(),
             released: Event::new(),
+            data_changed: Event::new(),
+            append_line: AppendLine::default(),
         };
         Ok((log, recovery))
     }
@@ -354,6 +440,28 @@ impl PartitionLog {
     pub fn set_high_watermark(&self, offset: i64) {
         let mut state = self.state.borrow_mut();
         state.high_watermark = offset.clamp(state.log_start_offset, state.durable_end_offset);
+        drop(state);
+        self.data_changed.notify(usize::MAX);
+    }
+
+    /// Returns once a consumer reading at `offset` has something new to see: the high
+    /// watermark moved past `offset`, or the log was truncated, closed or poisoned. Callers bound
+    /// the wait with a timeout (a fetch's `max_wait_ms`).
+    pub async fn wait_for_data(&self, offset: i64) {
+        loop {
+            let listener = self.data_changed.listen();
+            {
+                let state = self.state.borrow();
+                if state.high_watermark > offset
+                    || state.closed
+                    || state.poisoned.is_some()
+                    || offset > state.log_end_offset
+                {
+                    return;
+                }
+            }
+            listener.await;
+        }
     }
 
     pub fn poisoned(&self) -> Option<String> {
@@ -402,11 +510,35 @@ impl PartitionLog {
             tracing::error!(log = %self.topic_partition, %error, "partition log poisoned");
             state.poisoned = Some(error.to_string());
         }
+        drop(state);
+        self.data_changed.notify(usize::MAX);
     }
 
     /// Appends a record set (one or more v2 RecordBatches as the client sent them), assigning
     /// offsets, and returns once it is durable under the log's flush policy.
     pub async fn append(&self, records: &Bytes, leader_epoch: i32) -> Result<AppendResult> {
+        let outcome = self
+            .append_gated(records, leader_epoch, |_, _| AppendGate::<()>::Append)
+            .await?;
+        Ok(outcome.unwrap_or_else(|()| unreachable!("the gate always appends")))
+    }
+
+    /// [`PartitionLog::append`] with a gate: after the batches are validated and just before
+    /// offsets are assigned, `gate` sees them and the base offset they will get, with nothing
+    /// able to append in between. The idempotent producer's sequence checks run there, so a
+    /// check and the append it allows are one step. `AppendGate::Skip(value)` appends nothing and
+    /// returns `Ok(Err(value))`.
+    pub async fn append_gated<T>(
+        &self,
+        records: &Bytes,
+        leader_epoch: i32,
+        gate: impl FnOnce(&[(Bytes, BatchInfo)], i64) -> AppendGate<T>,
+    ) -> Result<std::result::Result<AppendResult, T>> {
+        // Take a place in line before anything can wait: appends are assigned offsets in the
+        // order they were called, even when one of them waits for a roll or an exclusive
+        // operation. A connection's pipelined produces (and an idempotent producer's sequence
+        // numbers) depend on it.
+        let turn = self.append_line.take_ticket();
         let batches = split_batches(records)?;
         let max_message_bytes = self.config.borrow().max_message_bytes;
         for (batch, _) in &batches {
@@ -435,13 +567,22 @@ impl PartitionLog {
                 listener.await;
                 continue;
             }
+            if !self.append_line.is_turn(&turn) {
+                self.append_line.wait_for_turn(&turn).await;
+                continue;
+            }
             if self.needs_roll(incoming_bytes, incoming_records) {
                 self.roll().await?;
                 continue;
             }
             break;
         }
+        let next_offset = self.state.borrow().log_end_offset;
+        if let AppendGate::Skip(value) = gate(&batches, next_offset) {
+            return Ok(Err(value));
+        }
         let result = self.append_buffered(&batches, leader_epoch);
+        drop(turn);
         match self.config.borrow().flush_policy() {
             FlushPolicy::EveryAppend => {}
             FlushPolicy::Relaxed { messages, .. } => {
@@ -452,13 +593,15 @@ impl PartitionLog {
                 }
                 let due = state.unflushed_messages >= messages
                     || state.active().unwritten_bytes() >= TAIL_BUFFER_BYTES_MAX;
+                drop(state);
+                self.data_changed.notify(usize::MAX);
                 if !due {
-                    return Ok(result);
+                    return Ok(Ok(result));
                 }
             }
         }
         self.sync_to(result.last_offset + 1).await?;
-        Ok(result)
+        Ok(Ok(result))
     }
 
     /// The synchronous part of an append: offsets, frames into the tail buffer, cache, index.
@@ -543,6 +686,7 @@ impl PartitionLog {
                     let result = self.flush_once().await;
                     self.state.borrow_mut().flushing = false;
                     self.flushed.notify(usize::MAX);
+                    self.data_changed.notify(usize::MAX);
                     if let Err(error) = result {
                         self.poison(&error);
                         return Err(error);
@@ -1057,6 +1201,8 @@ impl PartitionLog {
         if let Some(cache) = &self.cache {
             cache.remove_from(self.cache_key, new_end);
         }
+        drop(state);
+        self.data_changed.notify(usize::MAX);
         Ok(new_end)
     }
 
@@ -1089,6 +1235,7 @@ impl PartitionLog {
                 .await?;
         }
         self.state.borrow_mut().closed = true;
+        self.data_changed.notify(usize::MAX);
         self.close_files().await?;
         drop(guard);
         if let Some(cache) = &self.cache {
@@ -1112,6 +1259,7 @@ impl PartitionLog {
     pub async fn delete(&self) -> Result<()> {
         let _guard = self.exclusive().await?;
         self.state.borrow_mut().closed = true;
+        self.data_changed.notify(usize::MAX);
         if let Some(cache) = &self.cache {
             cache.remove_log(self.cache_key);
         }

@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod fs;
 pub mod mesh;
+pub mod net;
 pub mod sim;
 
 pub use exec::*;

@@ -285,7 +285,7 @@ impl Shard {
         }
     }
 
-    async fn delete_partition(&self, partition: &TopicPartition) -> Result<()> {
+    pub async fn delete_partition(&self, partition: &TopicPartition) -> Result<()> {
         let removed = self.partitions.borrow_mut().remove(partition);
         match removed {
             Some(Partition::Online(log)) => log.delete().await,
