@@ -1,1 +1,20 @@
-//! placeholder
+//! Ringlog's Kafka wire protocol server: connections, framing, one handler per API, producer
+//! state. `server::run` starts a broker on every shard and returns once it has shut down.
+
+pub mod apis;
+pub mod broker;
+pub mod codec;
+pub mod codes;
+pub mod config;
+pub mod connection;
+pub mod controller;
+pub mod error;
+pub mod handlers;
+pub mod messages;
+pub mod producers;
+pub mod server;
+pub mod shutdown;
+
+pub use config::BrokerConfig;
+pub use error::{Error, Result};
+pub use shutdown::Shutdown;

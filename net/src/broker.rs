@@ -1,0 +1,447 @@
+//! The broker's state on one shard: the engine shard with its partition logs, this shard's
+//! copies of the cluster metadata and the shard table, the idempotent producer state of the
+//! partitions it owns, and the bus to the other shards. Serves [`BrokerRequest`]s.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use event_listener::Event;
+use ringlog_cluster::metadata::effective_log_config;
+use ringlog_cluster::MetadataImage;
+use ringlog_engine::bus::Bus;
+use ringlog_engine::config::LogConfig;
+use ringlog_engine::format::BatchInfo;
+use ringlog_engine::log::{AppendGate, AppendResult, PartitionLog, ReadLimit};
+use ringlog_engine::rt::{self, TaskClass};
+use ringlog_engine::shard::table::{ShardGroups, ShardTable};
+use ringlog_engine::shard::Shard;
+use ringlog_engine::{ShardId, TopicPartition};
+
+use crate::codes::{self, KafkaError};
+use crate::controller::Controller;
+use crate::messages::{BrokerRequest, BrokerResponse, PartitionResults, PartitionState, ReadSpec};
+use crate::producers::{ProducerStates, SequenceCheck};
+use crate::BrokerConfig;
+
+/// Bytes read per step while rebuilding a partition's producer state from its log.
+const PRODUCER_REBUILD_READ_BYTES: usize = 4 << 20;
+
+pub type BrokerBus = Bus<BrokerRequest, BrokerResponse>;
+
+/// One per shard.
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub shard_id: ShardId,
+    pub shard: Rc<Shard>,
+    bus: RefCell<Option<Rc<BrokerBus>>>,
+    metadata: RefCell<Arc<MetadataImage>>,
+    table: RefCell<ShardTable>,
+    producers: RefCell<HashMap<TopicPartition, Rc<RefCell<ProducerStates>>>>,
+    /// Shard 0 only: the single-node controller.
+    pub controller: Option<Controller>,
+    /// Set once the first metadata image has arrived (connections wait for it).
+    ready: Cell<bool>,
+    ready_event: Event,
+}
+
+impl Broker {
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        shard: Rc<Shard>,
+        shard_count: usize,
+        controller: Option<Controller>,
+    ) -> Rc<Broker> {
+        Rc::new(Broker {
+            config,
+            shard_id: shard.id(),
+            shard,
+            bus: RefCell::new(None),
+            metadata: RefCell::new(Arc::new(MetadataImage::new(String::new()))),
+            table: RefCell::new(ShardTable::new(shard_count)),
+            producers: RefCell::new(HashMap::new()),
+            controller,
+            ready: Cell::new(false),
+            ready_event: Event::new(),
+        })
+    }
+
+    pub fn set_bus(&self, bus: Rc<BrokerBus>) {
+        *self.bus.borrow_mut() = Some(bus);
+    }
+
+    fn bus(&self) -> Rc<BrokerBus> {
+        Rc::clone(
+            self.bus
+                .borrow()
+                .as_ref()
+                .expect("the bus is set before requests are served"),
+        )
+    }
+
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.metadata.borrow())
+    }
+
+    pub fn table(&self) -> std::cell::Ref<'_, ShardTable> {
+        self.table.borrow()
+    }
+
+    /// Waits until this shard has its first metadata image.
+    pub async fn wait_ready(&self) {
+        loop {
+            let listener = self.ready_event.listen();
+            if self.ready.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Groups items by the shard owning each one's partition.
+    pub fn group_by_shard<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> &TopicPartition,
+    ) -> ShardGroups<T> {
+        self.table.borrow().group_items_by_shard(items, key)
+    }
+
+    /// Sends `request` to shard `to` (directly if it is this shard).
+    pub async fn call(&self, to: ShardId, request: BrokerRequest) -> Option<BrokerResponse> {
+        match self.bus().call(to, request).await {
+            Ok(response) => Some(response),
+            Err(error) => {
+                tracing::warn!(shard = %self.shard_id, to = %to, %error, "bus call failed");
+                None
+            }
+        }
+    }
+
+    /// Sends one request per shard concurrently; answers in the order given.
+    pub async fn call_each(
+        &self,
+        calls: Vec<(ShardId, BrokerRequest)>,
+    ) -> Vec<Option<BrokerResponse>> {
+        self.bus()
+            .call_each(calls)
+            .await
+            .into_iter()
+            .map(|result| result.ok())
+            .collect()
+    }
+
+    /// The effective log config of a topic in `image`.
+    pub fn log_config(&self, image: &MetadataImage, topic: &str) -> LogConfig {
+        image
+            .topic(topic)
+            .and_then(|topic| {
+                effective_log_config(&self.config.topic_defaults, &topic.configs).ok()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Serves one bus request.
+    pub async fn handle(self: Rc<Self>, request: BrokerRequest) -> BrokerResponse {
+        match request {
+            BrokerRequest::Open(partitions) => {
+                BrokerResponse::Done(self.open_partitions(partitions).await)
+            }
+            BrokerRequest::Delete(partitions) => {
+                let mut results = Vec::with_capacity(partitions.len());
+                for partition in partitions {
+                    self.producers.borrow_mut().remove(&partition);
+                    let result = self
+                        .shard
+                        .delete_partition(&partition)
+                        .await
+                        .map_err(|error| codes::from_engine(&error));
+                    results.push((partition, result));
+                }
+                BrokerResponse::Done(results)
+            }
+            BrokerRequest::SetConfigs(partitions) => {
+                let results = partitions
+                    .into_iter()
+                    .map(|(partition, config)| {
+                        let result = self.log(&partition).map(|log| log.set_config(config));
+                        (partition, result)
+                    })
+                    .collect();
+                BrokerResponse::Done(results)
+            }
+            BrokerRequest::Produce(appends) => {
+                let tasks: Vec<_> = appends
+                    .into_iter()
+                    .map(|(partition, records)| {
+                        let broker = Rc::clone(&self);
+                        let key = partition.clone();
+                        let task = rt::spawn(TaskClass::Latency, async move {
+                            broker.produce_local(&key, records).await
+                        });
+                        (partition, task)
+                    })
+                    .collect();
+                let mut results = Vec::with_capacity(tasks.len());
+                for (partition, task) in tasks {
+                    results.push((partition, task.await));
+                }
+                BrokerResponse::Produced(results)
+            }
+            BrokerRequest::Read(reads) => {
+                let mut results = Vec::with_capacity(reads.len());
+                for read in reads {
+                    let result = self.read_local(&read).await;
+                    results.push((read.partition, result));
+                }
+                BrokerResponse::Read(results)
+            }
+            BrokerRequest::WaitForData {
+                partitions,
+                max_wait,
+            } => {
+                let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = partitions
+                    .iter()
+                    .filter_map(|(partition, offset)| {
+                        let log = self.log(partition).ok()?;
+                        let offset = *offset;
+                        let wait: Pin<Box<dyn Future<Output = ()>>> =
+                            Box::pin(async move { log.wait_for_data(offset).await });
+                        Some(wait)
+                    })
+                    .collect();
+                if !waits.is_empty() {
+                    let any = std::future::poll_fn(|context| {
+                        for wait in waits.iter_mut() {
+                            if wait.as_mut().poll(context).is_ready() {
+                                return Poll::Ready(());
+                            }
+                        }
+                        Poll::Pending
+                    });
+                    rt::timeout(max_wait, any).await;
+                }
+                BrokerResponse::DataReady
+            }
+            BrokerRequest::State(partitions) => {
+                let results = partitions
+                    .into_iter()
+                    .map(|partition| {
+                        let result = self.log(&partition).map(|log| PartitionState {
+                            log_start_offset: log.log_start_offset(),
+                            high_watermark: log.high_watermark(),
+                            log_end_offset: log.log_end_offset(),
+                            size_bytes: log.size_bytes(),
+                        });
+                        (partition, result)
+                    })
+                    .collect();
+                BrokerResponse::State(results)
+            }
+            BrokerRequest::OffsetForTime(queries) => {
+                let mut results = Vec::with_capacity(queries.len());
+                for (partition, timestamp) in queries {
+                    let result = match self.log(&partition) {
+                        Ok(log) => offset_for_time(&log, timestamp).await,
+                        Err(error) => Err(error),
+                    };
+                    results.push((partition, result));
+                }
+                BrokerResponse::OffsetForTime(results)
+            }
+            BrokerRequest::DeleteRecords(requests) => {
+                let mut results = Vec::with_capacity(requests.len());
+                for (partition, offset) in requests {
+                    let result = match self.log(&partition) {
+                        Ok(log) => log
+                            .delete_records(offset)
+                            .await
+                            .map_err(|error| codes::from_engine(&error)),
+                        Err(error) => Err(error),
+                    };
+                    results.push((partition, result));
+                }
+                BrokerResponse::DeletedRecords(results)
+            }
+            BrokerRequest::Metadata { image, table } => {
+                self.apply_metadata(image, table);
+                BrokerResponse::MetadataApplied
+            }
+            BrokerRequest::Controller(request) => match &self.controller {
+                Some(controller) => {
+                    BrokerResponse::Controller(controller.handle(&self, request).await)
+                }
+                None => panic!("controller requests go to shard 0"),
+            },
+        }
+    }
+
+    /// Replaces this shard's metadata and shard table with newer copies.
+    pub fn apply_metadata(&self, image: Arc<MetadataImage>, table: ShardTable) {
+        let newer = image.version >= self.metadata.borrow().version || !self.ready.get();
+        if newer {
+            *self.metadata.borrow_mut() = image;
+        }
+        self.table.borrow_mut().replace_if_newer(&table);
+        if !self.ready.get() {
+            self.ready.set(true);
+            self.ready_event.notify(usize::MAX);
+        }
+    }
+
+    fn log(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog>, KafkaError> {
+        self.shard
+            .log(partition)
+            .map_err(|error| codes::from_engine(&error))
+    }
+
+    async fn open_partitions(
+        &self,
+        partitions: Vec<(TopicPartition, LogConfig)>,
+    ) -> PartitionResults<()> {
+        let mut results = Vec::with_capacity(partitions.len());
+        for (partition, config) in partitions {
+            let result = match self.shard.open_partition(&partition, config).await {
+                Ok(log) => match rebuild_producer_states(&log).await {
+                    Ok(states) => {
+                        self.producers
+                            .borrow_mut()
+                            .insert(partition.clone(), Rc::new(RefCell::new(states)));
+                        Ok(())
+                    }
+                    Err(error) => Err(codes::from_engine(&error)),
+                },
+                Err(error) => Err(codes::from_engine(&error)),
+            };
+            results.push((partition, result));
+        }
+        results
+    }
+
+    /// Appends on the owning shard, with the idempotent producer's checks inside the log's
+    /// append gate so that the check and the append are one step.
+    async fn produce_local(
+        &self,
+        partition: &TopicPartition,
+        records: Bytes,
+    ) -> Result<AppendResult, KafkaError> {
+        let log = self.log(partition)?;
+        let states = Rc::clone(
+            self.producers
+                .borrow_mut()
+                .entry(partition.clone())
+                .or_default(),
+        );
+        let gate = |batches: &[(Bytes, BatchInfo)], base_offset: i64| {
+            let mut states = states.borrow_mut();
+            if let [(_, info)] = batches {
+                return match states.check(info) {
+                    SequenceCheck::Append => {
+                        states.record(info, base_offset);
+                        AppendGate::Append
+                    }
+                    other => AppendGate::Skip(other),
+                };
+            }
+            // Several batches in one record set: all must be new and in order.
+            let mut scratch = states.clone();
+            let mut offset = base_offset;
+            for (_, info) in batches {
+                match scratch.check(info) {
+                    SequenceCheck::Append => scratch.record(info, offset),
+                    SequenceCheck::Duplicate(_) => {
+                        return AppendGate::Skip(SequenceCheck::Reject(
+                            KafkaError::OutOfOrderSequenceNumber,
+                        ))
+                    }
+                    reject => return AppendGate::Skip(reject),
+                }
+                offset += i64::from(info.last_offset_delta) + 1;
+            }
+            *states = scratch;
+            AppendGate::Append
+        };
+        match log.append_gated(&records, 0, gate).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(SequenceCheck::Duplicate(original))) => {
+                // A retry of a batch that may still be on its way to disk: answer once it is.
+                log.sync_to(original.last_offset + 1)
+                    .await
+                    .map_err(|error| codes::from_engine(&error))?;
+                Ok(AppendResult {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    log_start_offset: log.log_start_offset(),
+                    record_count: original.last_offset - original.base_offset + 1,
+                })
+            }
+            Ok(Err(SequenceCheck::Reject(error))) => Err(error),
+            Ok(Err(SequenceCheck::Append)) => unreachable!("the gate never skips to append"),
+            Err(error) => Err(codes::from_engine(&error)),
+        }
+    }
+
+    async fn read_local(
+        &self,
+        read: &ReadSpec,
+    ) -> Result<ringlog_engine::log::ReadResult, KafkaError> {
+        let log = self.log(&read.partition)?;
+        log.read(read.offset, read.max_bytes, ReadLimit::HighWatermark)
+            .await
+            .map_err(|error| codes::from_engine(&error))
+    }
+
+    /// Closes every log (sync, index checkpoint, clean-shutdown marker).
+    pub async fn shutdown(&self) -> ringlog_engine::Result<()> {
+        self.shard.shutdown().await
+    }
+}
+
+/// ListOffsets for one partition.
+async fn offset_for_time(log: &PartitionLog, timestamp: i64) -> Result<(i64, i64), KafkaError> {
+    match timestamp {
+        LATEST_TIMESTAMP => Ok((log.high_watermark(), -1)),
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((log.log_start_offset(), -1)),
+        MAX_TIMESTAMP => Ok(log.max_timestamp().unwrap_or((-1, -1))),
+        timestamp if timestamp < 0 => Err(KafkaError::InvalidRequest),
+        timestamp => match log.offset_for_timestamp(timestamp).await {
+            Ok(Some((offset, found))) if offset < log.high_watermark() => Ok((offset, found)),
+            Ok(_) => Ok((-1, -1)),
+            Err(error) => Err(codes::from_engine(&error)),
+        },
+    }
+}
+
+/// ListOffsets' special timestamps.
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+
+/// Rebuilds a partition's producer state from its batches, oldest first (what makes producer
+/// state survive a restart: the batches carry producer id, epoch and sequence).
+async fn rebuild_producer_states(log: &PartitionLog) -> ringlog_engine::Result<ProducerStates> {
+    let mut states = ProducerStates::default();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let read = log
+            .read(offset, PRODUCER_REBUILD_READ_BYTES, ReadLimit::LogEnd)
+            .await?;
+        if read.batches.is_empty() {
+            break;
+        }
+        for batch in &read.batches {
+            let info = BatchInfo::parse(batch)?;
+            states.record(&info, info.base_offset);
+        }
+        offset = read.next_offset;
+        rt::yield_if_needed().await;
+    }
+    Ok(states)
+}

@@ -1,0 +1,74 @@
+//! The broker's settings: what `ringlog serve` resolves from flags, its TOML file and the
+//! environment, and what an embedded broker is started with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Kafka's `socket.request.max.bytes` default: a request frame larger than this (100 MiB) is
+/// refused before any of it is read.
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
+
+/// Kafka's `num.partitions` default: topics auto-created or created without a partition count.
+pub const NUM_PARTITIONS_DEFAULT: i32 = 1;
+
+/// The Kafka listener's default address: the embedded single-node default of `ringlog serve`.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+
+/// The admin HTTP listener's default address.
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+
+/// The data directory of `ringlog serve` with no arguments.
+pub const DATA_DIR_DEFAULT: &str = "./ringlog-data";
+
+/// Everything a broker needs to start.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Kafka's `node.id`.
+    pub node_id: i32,
+    /// Where partition logs and broker metadata live; locked exclusively while running.
+    pub data_dir: PathBuf,
+    /// The Kafka listener (every shard binds it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// The host and port put in Metadata responses; defaults to `listen`.
+    pub advertise: Option<(String, u16)>,
+    /// The admin HTTP listener (served from the operator-surface issue on).
+    pub admin_listen: Option<SocketAddr>,
+    /// Shards to run; `None` means one per online core.
+    pub cores: Option<usize>,
+    /// Kafka's `auto.create.topics.enable` (default true).
+    pub auto_create_topics: bool,
+    /// Kafka's `num.partitions` (default 1).
+    pub num_partitions: i32,
+    /// Kafka's `socket.request.max.bytes` (default 100 MiB).
+    pub socket_request_max_bytes: usize,
+    /// Broker-wide topic config defaults under Kafka's topic config names (`retention.ms`, ...),
+    /// applied to topics created without their own value.
+    pub topic_defaults: Vec<(String, String)>,
+}
+
+impl BrokerConfig {
+    /// The embedded default: a single node on 127.0.0.1:9092 with data in `./ringlog-data`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        BrokerConfig {
+            node_id: 1,
+            data_dir: data_dir.into(),
+            listen: LISTEN_DEFAULT
+                .parse()
+                .expect("the default listen address parses"),
+            advertise: None,
+            admin_listen: None,
+            cores: None,
+            auto_create_topics: true,
+            num_partitions: NUM_PARTITIONS_DEFAULT,
+            socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            topic_defaults: Vec::new(),
+        }
+    }
+
+    /// The address clients are told to connect to.
+    pub fn advertised(&self) -> (String, u16) {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port()))
+    }
+}

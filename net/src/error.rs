@@ -1,0 +1,30 @@
+//! The net crate's error type. Kafka error codes are a separate type ([`crate::codes`]).
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Engine(#[from] ringlog_engine::Error),
+
+    /// Another process holds the data directory's lock.
+    #[error("data directory {path} is locked by another ringlog process (pid {holder}); stop it or choose another --data-dir")]
+    DataDirLocked {
+        path: std::path::PathBuf,
+        holder: String,
+    },
+
+    /// A setting is out of range or inconsistent.
+    #[error("invalid config {key}: {reason}")]
+    InvalidConfig { key: String, reason: String },
+
+    /// An I/O operation outside the engine failed (sockets, the lock file).
+    #[error("{op} {target}: {source}")]
+    Io {
+        op: &'static str,
+        target: String,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,141 @@
+//! What shards ask each other over the cross-core bus. Each message carries every partition of
+//! one client request that lives on the destination shard: one message per destination shard
+//! per request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringlog_cluster::{ConfigChange, MetadataError, MetadataImage};
+use ringlog_engine::config::LogConfig;
+use ringlog_engine::log::{AppendResult, ReadResult};
+use ringlog_engine::shard::table::ShardTable;
+use ringlog_engine::TopicPartition;
+
+use crate::codes::KafkaError;
+
+/// One partition's read in a [`BrokerRequest::Read`].
+#[derive(Clone, Debug)]
+pub struct ReadSpec {
+    pub partition: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// A partition's offsets and size, for ListOffsets, OffsetForLeaderEpoch, DescribeLogDirs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PartitionState {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+}
+
+/// One topic of a CreateTopics request, resolved (defaults applied).
+#[derive(Clone, Debug)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partition_count: i32,
+    pub replication_factor: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What the controller (shard 0) is asked.
+#[derive(Debug)]
+pub enum ControllerRequest {
+    CreateTopics {
+        topics: Vec<TopicSpec>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    AlterConfigs {
+        topics: Vec<(String, Vec<ConfigChange>)>,
+        incremental: bool,
+        validate_only: bool,
+    },
+    AllocateProducerId,
+}
+
+/// Why the controller refused a topic's part of a command: the Kafka error and a message for
+/// the response's `error_message`.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub error: KafkaError,
+    pub message: String,
+}
+
+impl From<MetadataError> for Refusal {
+    fn from(error: MetadataError) -> Self {
+        Refusal {
+            error: crate::codes::from_metadata(&error),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The controller's answers, per topic and in request order.
+#[derive(Debug)]
+pub enum ControllerResponse {
+    /// Per topic: its id and partition count, or why not.
+    CreateTopics(Vec<Result<(u128, i32), Refusal>>),
+    Topics(Vec<Result<(), Refusal>>),
+    ProducerId(Result<i64, KafkaError>),
+}
+
+/// Every request a shard serves over the bus.
+#[derive(Debug)]
+pub enum BrokerRequest {
+    /// Open (or create) partitions this shard owns, rebuilding their producer state.
+    Open(Vec<(TopicPartition, LogConfig)>),
+    /// Delete partitions' data.
+    Delete(Vec<TopicPartition>),
+    /// New configs for open partitions.
+    SetConfigs(Vec<(TopicPartition, LogConfig)>),
+    /// Append client record sets (idempotence checked here, on the owning shard).
+    Produce(Vec<(TopicPartition, Bytes)>),
+    /// Read up to the high watermark.
+    Read(Vec<ReadSpec>),
+    /// Returns once any partition has data past its offset, or after `max_wait`.
+    WaitForData {
+        partitions: Vec<(TopicPartition, i64)>,
+        max_wait: Duration,
+    },
+    /// Offsets and sizes.
+    State(Vec<TopicPartition>),
+    /// ListOffsets by timestamp (-1 latest, -2 earliest, -3 max timestamp, or a time).
+    OffsetForTime(Vec<(TopicPartition, i64)>),
+    /// DeleteRecords: advance the log start offset.
+    DeleteRecords(Vec<(TopicPartition, i64)>),
+    /// A new metadata image and shard table, replacing this shard's copies.
+    Metadata {
+        image: Arc<MetadataImage>,
+        table: ShardTable,
+    },
+    Controller(ControllerRequest),
+}
+
+/// Per-partition outcomes; a partition's error is a Kafka error code.
+pub type PartitionResults<T> = Vec<(TopicPartition, Result<T, KafkaError>)>;
+
+/// The answer to each [`BrokerRequest`].
+#[derive(Debug)]
+pub enum BrokerResponse {
+    Done(PartitionResults<()>),
+    Produced(PartitionResults<AppendResult>),
+    Read(PartitionResults<ReadResult>),
+    DataReady,
+    State(PartitionResults<PartitionState>),
+    /// (offset, timestamp); offset -1 when no record matches.
+    OffsetForTime(PartitionResults<(i64, i64)>),
+    /// The new log start offset (DeleteRecords' low watermark).
+    DeletedRecords(PartitionResults<i64>),
+    MetadataApplied,
+    Controller(ControllerResponse),
+}
