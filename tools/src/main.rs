@@ -1,9 +1,10 @@
-//! The `ringlog` binary: the broker (`serve`, to come) and the admin and inspection subcommands.
+//! The `ringlog` binary: the broker (`serve`) and the admin and inspection subcommands.
 //! Each subcommand family lives in its own module; this file only parses the command line and
 //! maps outcomes to exit codes.
 
 mod inspect;
 mod json;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -20,8 +21,23 @@ struct Cli {
     command: Command,
 }
 
+/// Log filter when RUST_LOG is unset: the one-shot tools print only problems.
+const LOG_FILTER_DEFAULT: &str = "warn";
+
+/// Log filter for `serve` when RUST_LOG is unset: a long-running broker's operators want its
+/// lifecycle (settings, listeners, shutdown) in the log, but not its dependencies' chatter.
+const SERVE_LOG_FILTER_DEFAULT: &str =
+    "warn,ringlog=info,ringlog_net=info,ringlog_cluster=info,ringlog_engine=info";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the broker until SIGTERM or SIGINT (a second one exits at once).
+    ///
+    /// Each setting is taken from, in order of precedence: its flag, the TOML file named by
+    /// --config (or RINGLOG_CONFIG), its RINGLOG_* environment variable, its default. File keys
+    /// are the flag names with `_` for `-`; the file may also hold a [topic_defaults] table of
+    /// Kafka topic configs (e.g. "retention.ms" = "604800000") for topics created without them.
+    Serve(Box<serve::ServeArgs>),
     /// Inspect partition logs on disk. Read-only: nothing is recovered, truncated or rewritten.
     #[command(subcommand)]
     Log(inspect::LogCommand),
@@ -29,14 +45,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_filter_default = match cli.command {
+        Command::Serve(_) => SERVE_LOG_FILTER_DEFAULT,
+        Command::Log(_) => LOG_FILTER_DEFAULT,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter_default)),
         )
         .init();
     let outcome = match cli.command {
+        Command::Serve(args) => serve::run(*args),
         Command::Log(command) => inspect::run(command),
     };
     match outcome {
