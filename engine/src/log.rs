@@ -22,7 +22,7 @@ use crate::cache::{BatchCache, LogKey};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{Error, Result};
 use crate::format::{
-    patch_batch, read_varint, split_batches, BatchInfo, FrameHeader, BATCH_HEADER_BYTES,
+    patch_batch, set_log_append_time, read_varint, split_batches, BatchInfo, FrameHeader, BATCH_HEADER_BYTES,
     FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
 };
 use crate::rt::fs::Storage;
@@ -58,6 +58,9 @@ pub enum ReadLimit {
     LogEnd,
 }
 
+/// `message.timestamp.type` value under which the broker stamps batches with its own clock.
+const LOG_APPEND_TIME: &str = "LogAppendTime";
+
 /// What an append gate ([`PartitionLog::append_gated`]) decides.
 #[derive(Debug)]
 pub enum AppendGate<T> {
@@ -74,6 +77,9 @@ pub struct AppendResult {
     pub last_offset: i64,
     pub log_start_offset: i64,
     pub record_count: i64,
+    /// The broker time stamped on the batches under `message.timestamp.type=LogAppendTime`;
+    /// -1 under CreateTime.
+    pub log_append_time_ms: i64,
 }
 
 /// Result of a read: whole batches, as stored (the bytes clients and followers receive).
@@ -609,21 +615,34 @@ impl PartitionLog {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         let base_offset = state.log_end_offset;
+        let log_append_time_ms = (self.config.borrow().message_timestamp_type
+            == LOG_APPEND_TIME)
+            .then(now_ms);
         for (batch, info) in batches {
             let offset = state.log_end_offset;
-            let patched = patch_batch(batch, offset, leader_epoch).freeze();
+            let mut patched = patch_batch(batch, offset, leader_epoch);
+            let (first_timestamp, max_timestamp, batch_crc) = match log_append_time_ms {
+                // Kafka's LogAppendTime: the broker's clock replaces the batch's timestamps
+                // (type bit, max timestamp and so the CRC change; the records do not).
+                Some(now) => {
+                    set_log_append_time(&mut patched, now);
+                    (now, now, BatchInfo::parse(&patched).map_or(info.crc, |info| info.crc))
+                }
+                None => (info.base_timestamp, info.max_timestamp, info.crc),
+            };
+            let patched = patched.freeze();
             let header = FrameHeader {
                 magic: FRAME_MAGIC,
                 version: FRAME_VERSION,
                 flags: 0,
                 base_offset: offset,
-                first_timestamp: info.base_timestamp,
-                max_timestamp: info.max_timestamp,
+                first_timestamp,
+                max_timestamp,
                 last_offset_delta: info.last_offset_delta,
                 record_count: info.records_count,
                 payload_bytes: patched.len() as u32,
                 leader_epoch,
-                batch_crc: info.crc,
+                batch_crc,
                 synced_position: 0,
                 reserved: 0,
                 header_crc: 0,
@@ -640,6 +659,7 @@ impl PartitionLog {
             last_offset: state.log_end_offset - 1,
             log_start_offset: state.log_start_offset,
             record_count: state.log_end_offset - base_offset,
+            log_append_time_ms: log_append_time_ms.unwrap_or(-1),
         }
     }
 

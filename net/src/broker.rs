@@ -378,6 +378,8 @@ impl Broker {
                     last_offset: original.last_offset,
                     log_start_offset: log.log_start_offset(),
                     record_count: original.last_offset - original.base_offset + 1,
+                    // Not remembered for duplicates; -1 tells the client to use its own time.
+                    log_append_time_ms: -1,
                 })
             }
             Ok(Err(SequenceCheck::Reject(error))) => Err(error),

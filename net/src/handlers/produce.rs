@@ -150,7 +150,7 @@ pub async fn handle(
                 .with_index(slot.partition_index)
                 .with_error_code(NONE)
                 .with_base_offset(result.base_offset)
-                .with_log_append_time_ms(-1)
+                .with_log_append_time_ms(result.log_append_time_ms)
                 .with_log_start_offset(result.log_start_offset),
             Err(error) => {
                 let response = PartitionProduceResponse::default()
