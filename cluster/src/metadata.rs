@@ -246,7 +246,10 @@ pub fn effective_log_config(
             .set(key, value)
             .map_err(|error| MetadataError::InvalidConfig {
                 key: key.to_string(),
-                reason: error.to_string(),
+                reason: match error {
+                    ringlog_engine::Error::InvalidConfig { reason, .. } => reason,
+                    other => other.to_string(),
+                },
             })?;
     }
     Ok(config)

@@ -22,8 +22,8 @@ use crate::cache::{BatchCache, LogKey};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{Error, Result};
 use crate::format::{
-    patch_batch, set_log_append_time, read_varint, split_batches, BatchInfo, FrameHeader, BATCH_HEADER_BYTES,
-    FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
+    patch_batch, read_varint, set_log_append_time, split_batches, BatchInfo, FrameHeader,
+    BATCH_HEADER_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
 };
 use crate::rt::fs::Storage;
 use crate::segment::{
@@ -615,9 +615,8 @@ impl PartitionLog {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         let base_offset = state.log_end_offset;
-        let log_append_time_ms = (self.config.borrow().message_timestamp_type
-            == LOG_APPEND_TIME)
-            .then(now_ms);
+        let log_append_time_ms =
+            (self.config.borrow().message_timestamp_type == LOG_APPEND_TIME).then(now_ms);
         for (batch, info) in batches {
             let offset = state.log_end_offset;
             let mut patched = patch_batch(batch, offset, leader_epoch);
@@ -626,7 +625,11 @@ impl PartitionLog {
                 // (type bit, max timestamp and so the CRC change; the records do not).
                 Some(now) => {
                     set_log_append_time(&mut patched, now);
-                    (now, now, BatchInfo::parse(&patched).map_or(info.crc, |info| info.crc))
+                    (
+                        now,
+                        now,
+                        BatchInfo::parse(&patched).map_or(info.crc, |info| info.crc),
+                    )
                 }
                 None => (info.base_timestamp, info.max_timestamp, info.crc),
             };

@@ -14,13 +14,21 @@ fn protocol_doc_matches_served_apis() {
             Some((key, cells.get(3)?.to_string()))
         })
         .collect();
-    assert_eq!(rows.len(), SERVED_APIS.len(), "one row per served API: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        SERVED_APIS.len(),
+        "one row per served API: {rows:?}"
+    );
     for api in SERVED_APIS {
         let expected = format!("{}–{}", api.min_version, api.max_version);
         let row = rows
             .iter()
             .find(|(key, _)| *key == api.key as i16)
             .unwrap_or_else(|| panic!("{:?} missing from docs/protocol.md", api.key));
-        assert_eq!(row.1, expected, "{:?} versions in docs/protocol.md", api.key);
+        assert_eq!(
+            row.1, expected,
+            "{:?} versions in docs/protocol.md",
+            api.key
+        );
     }
 }

@@ -31,7 +31,9 @@ fn connect(address: SocketAddr) -> TcpStream {
     loop {
         match TcpStream::connect(address) {
             Ok(stream) => {
-                stream.set_read_timeout(Some(RESPONSE_TIMEOUT)).expect("timeout");
+                stream
+                    .set_read_timeout(Some(RESPONSE_TIMEOUT))
+                    .expect("timeout");
                 return stream;
             }
             Err(error) if started.elapsed() < START_TIMEOUT => {
@@ -50,25 +52,27 @@ fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
     let topic = || TopicName(StrBytes::from_static_str(TOPIC));
     let name = || StrBytes::from_static_str(TOPIC);
     match key {
-        ApiKey::Produce => RequestKind::Produce(
-            ProduceRequest::default().with_acks(1).with_topic_data(vec![
+        ApiKey::Produce => {
+            RequestKind::Produce(ProduceRequest::default().with_acks(1).with_topic_data(vec![
                 produce_request::TopicProduceData::default()
                     .with_name(topic())
                     .with_topic_id(uuid::Uuid::from_u128(topic_id))
                     .with_partition_data(vec![produce_request::PartitionProduceData::default()
                         .with_index(0)
                         .with_records(None)]),
-            ]),
-        ),
-        ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(0).with_topics(
-            vec![fetch_request::FetchTopic::default()
+            ]))
+        }
+        ApiKey::Fetch => {
+            RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(0).with_topics(
+                vec![fetch_request::FetchTopic::default()
                 .with_topic(topic())
                 .with_topic_id(uuid::Uuid::from_u128(topic_id))
                 .with_partitions(vec![fetch_request::FetchPartition::default()
                     .with_partition(0)
                     .with_fetch_offset(0)
                     .with_partition_max_bytes(1 << 20)])],
-        )),
+            ))
+        }
         ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(
             vec![list_offsets_request::ListOffsetsTopic::default()
                 .with_name(topic())
@@ -76,9 +80,11 @@ fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
                     .with_partition_index(0)
                     .with_timestamp(-2)])],
         )),
-        ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default().with_topics(Some(
-            vec![metadata_request::MetadataRequestTopic::default().with_name(Some(topic()))],
-        ))),
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
+            ])))
+        }
         ApiKey::ApiVersions => RequestKind::ApiVersions(
             ApiVersionsRequest::default()
                 .with_client_software_name(StrBytes::from_static_str("sweep"))
@@ -93,13 +99,15 @@ fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
                     .with_replication_factor(1)]),
         ),
         ApiKey::DeleteTopics => RequestKind::DeleteTopics(DeleteTopicsRequest::default()),
-        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(
-            vec![delete_records_request::DeleteRecordsTopic::default()
+        ApiKey::DeleteRecords => {
+            RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(
+                vec![delete_records_request::DeleteRecordsTopic::default()
                 .with_name(topic())
                 .with_partitions(vec![delete_records_request::DeleteRecordsPartition::default()
                     .with_partition_index(0)
                     .with_offset(0)])],
-        )),
+            ))
+        }
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default()
                 .with_producer_id(ProducerId(-1))
@@ -117,20 +125,20 @@ fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
                     ]),
             ]),
         ),
-        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
-            DescribeConfigsRequest::default().with_resources(vec![
+        ApiKey::DescribeConfigs => {
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
                 describe_configs_request::DescribeConfigsResource::default()
                     .with_resource_type(2)
                     .with_resource_name(name())
                     .with_configuration_keys(None),
-            ]),
-        ),
+            ]))
+        }
         ApiKey::AlterConfigs => RequestKind::AlterConfigs(
-            AlterConfigsRequest::default().with_validate_only(true).with_resources(vec![
-                alter_configs_request::AlterConfigsResource::default()
+            AlterConfigsRequest::default()
+                .with_validate_only(true)
+                .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
                     .with_resource_type(2)
-                    .with_resource_name(name()),
-            ]),
+                    .with_resource_name(name())]),
         ),
         ApiKey::DescribeLogDirs => {
             RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
@@ -205,14 +213,12 @@ fn every_served_api_answers_at_every_served_version() {
     let stopper = shutdown.clone();
     let broker = thread::spawn(move || ringlog_net::server::run(config, shutdown));
     let mut stream = connect(SocketAddr::from(([127, 0, 0, 1], port)));
-    let create = RequestKind::CreateTopics(
-        CreateTopicsRequest::default().with_topics(vec![
+    let create = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
             kafka_protocol::messages::create_topics_request::CreatableTopic::default()
                 .with_name(kafka_protocol::messages::TopicName(StrBytes::from_static_str(TOPIC)))
                 .with_num_partitions(1)
                 .with_replication_factor(1),
-        ]),
-    );
+        ]));
     let topic_id = match round_trip(&mut stream, create, ApiKey::CreateTopics, 7, 0) {
         ResponseKind::CreateTopics(response) => {
             assert_eq!(response.topics[0].error_code, 0, "{response:?}");
@@ -233,5 +239,8 @@ fn every_served_api_answers_at_every_served_version() {
     println!("{answered} API versions answered");
     drop(stream);
     stopper.trigger();
-    broker.join().expect("broker thread").expect("broker stopped cleanly");
+    broker
+        .join()
+        .expect("broker thread")
+        .expect("broker stopped cleanly");
 }

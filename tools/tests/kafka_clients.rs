@@ -208,3 +208,17 @@ fn kcat_keyed_lines_with_each_codec() {
     broker.assert_alive("after the kcat runs");
     broker.stop();
 }
+
+/// The admin APIs (CreatePartitions, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs,
+/// DeleteRecords, ListOffsets, DescribeCluster, DescribeLogDirs, OffsetForLeaderEpoch) through
+/// confluent-kafka's and kafka-python's admin clients.
+#[test]
+fn admin_apis_with_both_python_clients() {
+    let Some(python) = common::python_with(&["confluent_kafka", "kafka"]) else {
+        return;
+    };
+    let mut broker = Broker::start();
+    run_python(&python, "admin_clients.py", &[&broker.bootstrap()]);
+    broker.assert_alive("after the admin scenario");
+    broker.stop();
+}

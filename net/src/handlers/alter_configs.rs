@@ -15,7 +15,9 @@ use super::describe_configs::{RESOURCE_TYPE_BROKER, RESOURCE_TYPE_TOPIC};
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::messages::{BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse, Refusal};
+use crate::messages::{
+    BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse, Refusal,
+};
 
 pub async fn handle(
     broker: &Rc<Broker>,
@@ -61,7 +63,10 @@ fn changes(configs: &[AlterableConfig]) -> Result<Vec<ConfigChange>, Refusal> {
     configs
         .iter()
         .map(|config| match &config.value {
-            Some(value) => Ok(ConfigChange::Set(config.name.to_string(), value.to_string())),
+            Some(value) => Ok(ConfigChange::Set(
+                config.name.to_string(),
+                value.to_string(),
+            )),
             None => Err(null_value(&config.name)),
         })
         .collect()
@@ -198,7 +203,10 @@ mod tests {
 
     #[test]
     fn every_config_becomes_a_set() {
-        let configs = [config("retention.ms", Some("1000")), config("cleanup.policy", Some("compact"))];
+        let configs = [
+            config("retention.ms", Some("1000")),
+            config("cleanup.policy", Some("compact")),
+        ];
         assert_eq!(
             changes(&configs).expect("valid"),
             vec![
@@ -213,9 +221,16 @@ mod tests {
     fn nulls_and_repeats_are_invalid_requests() {
         let null = changes(&[config("retention.ms", None)]).map_err(|refusal| refusal.error);
         assert_eq!(null, Err(KafkaError::InvalidRequest));
-        let twice = [config("retention.ms", Some("1")), config("retention.ms", Some("2"))];
+        let twice = [
+            config("retention.ms", Some("1")),
+            config("retention.ms", Some("2")),
+        ];
         let refusal = changes(&twice).expect_err("repeated key");
         assert_eq!(refusal.error, KafkaError::InvalidRequest);
-        assert!(refusal.message.contains("retention.ms"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("retention.ms"),
+            "{}",
+            refusal.message
+        );
     }
 }

@@ -62,7 +62,12 @@ pub async fn handle(
     let mut calls = Vec::new();
     let mut places = Vec::new();
     for (shard, items) in groups.by_shard {
-        places.push(items.iter().map(|(topic, index, _, _)| (*topic, *index)).collect::<Vec<_>>());
+        places.push(
+            items
+                .iter()
+                .map(|(topic, index, _, _)| (*topic, *index))
+                .collect::<Vec<_>>(),
+        );
         let request = items
             .into_iter()
             .map(|(_, _, partition, offset)| (partition, offset))

@@ -134,7 +134,11 @@ fn changes(
                 return Ok(ConfigChange::Set(key, value));
             }
             if topic_config_type(&key) != TYPE_LIST {
-                let verb = if operation == OP_APPEND { "append" } else { "subtract" };
+                let verb = if operation == OP_APPEND {
+                    "append"
+                } else {
+                    "subtract"
+                };
                 return Err(Refusal {
                     error: KafkaError::InvalidConfig,
                     message: format!(
@@ -182,7 +186,10 @@ mod tests {
                 op("retention.ms", OP_SET, Some("1000")),
                 ConfigChange::Set("retention.ms".into(), "1000".into()),
             ),
-            (op("retention.ms", OP_DELETE, None), ConfigChange::Delete("retention.ms".into())),
+            (
+                op("retention.ms", OP_DELETE, None),
+                ConfigChange::Delete("retention.ms".into()),
+            ),
             (
                 op("segment.ms", OP_DELETE, Some("ignored")),
                 ConfigChange::Delete("segment.ms".into()),
@@ -214,11 +221,23 @@ mod tests {
     #[test]
     fn bad_operations_are_refused() {
         let table: Vec<(AlterableConfig, KafkaError)> = vec![
-            (op("retention.ms", OP_APPEND, Some("1")), KafkaError::InvalidConfig),
-            (op("retention.ms", OP_SUBTRACT, Some("1")), KafkaError::InvalidConfig),
-            (op("no.such.config", OP_APPEND, Some("1")), KafkaError::InvalidConfig),
+            (
+                op("retention.ms", OP_APPEND, Some("1")),
+                KafkaError::InvalidConfig,
+            ),
+            (
+                op("retention.ms", OP_SUBTRACT, Some("1")),
+                KafkaError::InvalidConfig,
+            ),
+            (
+                op("no.such.config", OP_APPEND, Some("1")),
+                KafkaError::InvalidConfig,
+            ),
             (op("retention.ms", OP_SET, None), KafkaError::InvalidRequest),
-            (op("cleanup.policy", OP_APPEND, None), KafkaError::InvalidRequest),
+            (
+                op("cleanup.policy", OP_APPEND, None),
+                KafkaError::InvalidRequest,
+            ),
             (op("retention.ms", 9, Some("1")), KafkaError::InvalidRequest),
         ];
         for (config, expected) in table {
@@ -226,7 +245,10 @@ mod tests {
             let got = changes(&[config], delete_only).map_err(|refusal| refusal.error);
             assert_eq!(got, Err(expected), "{name}");
         }
-        let twice = [op("retention.ms", OP_SET, Some("1")), op("retention.ms", OP_DELETE, None)];
+        let twice = [
+            op("retention.ms", OP_SET, Some("1")),
+            op("retention.ms", OP_DELETE, None),
+        ];
         let got = changes(&twice, delete_only).map_err(|refusal| refusal.error);
         assert_eq!(got, Err(KafkaError::InvalidRequest));
     }
