@@ -3,47 +3,12 @@
 //! setting a field that does not exist in an old version (the encoder refuses it, and the
 //! client would get no answer) and a decoder or header mismatch at any version.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use common::{round_trip, InProcessBroker};
+use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
 use ringlog_net::apis::SERVED_APIS;
-use ringlog_net::{BrokerConfig, Shutdown};
-
-/// How long the broker may take to start accepting.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long one request may take to be answered.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn connect(address: SocketAddr) -> TcpStream {
-    let started = Instant::now();
-    loop {
-        match TcpStream::connect(address) {
-            Ok(stream) => {
-                stream
-                    .set_read_timeout(Some(RESPONSE_TIMEOUT))
-                    .expect("timeout");
-                return stream;
-            }
-            Err(error) if started.elapsed() < START_TIMEOUT => {
-                let _ = error;
-                thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("broker did not start: {error}"),
-        }
-    }
-}
 
 /// A request of `key` naming the sweep topic (partition 0) where the API takes topics, so the
 /// per-partition parts of every response are encoded too.
@@ -163,56 +128,11 @@ fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
 /// The topic every request names.
 const TOPIC: &str = "sweep";
 
-fn round_trip(
-    stream: &mut TcpStream,
-    request: RequestKind,
-    key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-) -> ResponseKind {
-    let mut frame = BytesMut::new();
-    frame.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("sweep")))
-        .encode(&mut frame, key.request_header_version(version))
-        .expect("header encodes");
-    request
-        .encode(&mut frame, version)
-        .unwrap_or_else(|error| panic!("{key:?} v{version} request: {error}"));
-    let size = (frame.len() - 4) as i32;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    stream.write_all(&frame).expect("write");
-    let mut prefix = [0_u8; 4];
-    stream
-        .read_exact(&mut prefix)
-        .unwrap_or_else(|error| panic!("{key:?} v{version}: no response ({error})"));
-    let size = i32::from_be_bytes(prefix) as usize;
-    let mut body = vec![0_u8; size];
-    stream.read_exact(&mut body).expect("response body");
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
-        .expect("response header decodes");
-    assert_eq!(header.correlation_id, correlation_id, "{key:?} v{version}");
-    let response = ResponseKind::decode(key, &mut body, version)
-        .unwrap_or_else(|error| panic!("{key:?} v{version} response: {error}"));
-    assert_eq!(body.remaining(), 0, "{key:?} v{version}: trailing bytes");
-    response
-}
-
 #[test]
 fn every_served_api_answers_at_every_served_version() {
     let data = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let mut config = BrokerConfig::new(data.path());
-    config.listen = SocketAddr::from(([127, 0, 0, 1], port));
-    config.cores = Some(2);
-    let shutdown = Shutdown::new();
-    let stopper = shutdown.clone();
-    let broker = thread::spawn(move || ringlog_net::server::run(config, shutdown));
-    let mut stream = connect(SocketAddr::from(([127, 0, 0, 1], port)));
+    let broker = InProcessBroker::start(data.path());
+    let mut stream = broker.connect();
     let create = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
             kafka_protocol::messages::create_topics_request::CreatableTopic::default()
                 .with_name(kafka_protocol::messages::TopicName(StrBytes::from_static_str(TOPIC)))
@@ -238,9 +158,5 @@ fn every_served_api_answers_at_every_served_version() {
     }
     println!("{answered} API versions answered");
     drop(stream);
-    stopper.trigger();
-    broker
-        .join()
-        .expect("broker thread")
-        .expect("broker stopped cleanly");
+    broker.stop();
 }
