@@ -132,33 +132,19 @@ async fn shard_main(
     });
     let connections = Rc::new(Cell::new(0_usize));
     let all_closed = Rc::new(Event::new());
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopping.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "accept failed");
-                rt::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        connections.set(connections.get() + 1);
+    // The accept loop is a task of its own: this (main) task only waits for the stop, so the
+    // runtime's stall guard can poll it without each poll leaving a waker on a pending accept.
+    let accepting = rt::spawn(TaskClass::Latency, {
         let broker = Rc::clone(&broker);
         let stopping = Rc::clone(&stopping);
         let connections = Rc::clone(&connections);
         let all_closed = Rc::clone(&all_closed);
-        rt::spawn_detached(TaskClass::Latency, async move {
-            connection::serve(broker, stream, stopping).await;
-            connections.set(connections.get() - 1);
-            all_closed.notify(usize::MAX);
-        });
-    }
-    drop(listener);
+        async move {
+            accept_loop(listener, broker, stopping, connections, all_closed).await;
+        }
+    });
+    stopping.wait().await;
+    accepting.await;
     let drained = rt::timeout(SHUTDOWN_DRAIN_GRACE, async {
         loop {
             let listener = all_closed.listen();
@@ -177,6 +163,45 @@ async fn shard_main(
     }
     Ok(())
 }
+
+/// Accepts connections until the broker stops; each connection runs in its own task.
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Rc<Broker>,
+    stopping: Rc<Stopping>,
+    connections: Rc<Cell<usize>>,
+    all_closed: Rc<Event>,
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stopping.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "accept failed");
+                rt::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
+        };
+        connections.set(connections.get() + 1);
+        let broker = Rc::clone(&broker);
+        let stopping = Rc::clone(&stopping);
+        let connections = Rc::clone(&connections);
+        let all_closed = Rc::clone(&all_closed);
+        rt::spawn_detached(TaskClass::Latency, async move {
+            connection::serve(broker, stream, stopping).await;
+            connections.set(connections.get() - 1);
+            all_closed.notify(usize::MAX);
+        });
+    }
+}
+
+/// After a failed accept (EMFILE, say) wait this long before the next, rather than spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
 /// Set once the broker is stopping: the accept loop and every connection's reader watch it.
 ///

@@ -659,10 +659,11 @@ thread_local! {
 /// between that could park unguarded. Before that first poll there is no waker to wake, so the
 /// guard interrupts the thread's sleep with a signal instead (see [`KICK_SIGNAL_OFFSET`]).
 ///
-/// The guard rings only an executor whose heartbeat (a timer in this task, every
+/// The guard rings only an executor whose heartbeat (a task of its own, ticking every
 /// [`STALL_HEARTBEAT_INTERVAL`]) has stood still for [`STALL_DETECT_AFTER`]: measured, an idle
 /// broker is rung about 3 times in 45 s, and one under load with three CPU hogs on two cores 82
-/// times in 80 s. The cost is a poll of `future` per heartbeat.
+/// times in 80 s. Each ring is a spurious poll of `future`, so long-lived main futures should
+/// wait on something that keeps one waker (an event, a join handle), not on glommio I/O.
 ///
 /// The real fix is in glommio (do not park while a task queue is active); with it this guard
 /// can go.
@@ -670,15 +671,7 @@ async fn with_stall_guard<T>(doorbell: &Doorbell, future: impl Future<Output = T
     let mut future = std::pin::pin!(future);
     let mut registered = false;
     let heartbeat = Arc::new(AtomicU64::new(0));
-    let beating = Arc::clone(&heartbeat);
-    // The heartbeat shows the guard that the executor is making progress, so it rings only an
-    // executor that has stopped (see `DoorbellState::Running`).
-    let mut beat = std::pin::pin!(async move {
-        loop {
-            beating.fetch_add(1, Ordering::Release);
-            glommio::timer::sleep(STALL_HEARTBEAT_INTERVAL).await;
-        }
-    });
+    let stopped = Rc::new(Cell::new(false));
     std::future::poll_fn(|context| {
         if !registered {
             // Every waker of a glommio task wakes the same task: register the first one.
@@ -689,14 +682,25 @@ async fn with_stall_guard<T>(doorbell: &Doorbell, future: impl Future<Output = T
                 seen_at: std::time::Instant::now(),
             });
             registered = true;
+            // The heartbeat is a task of its own, so this (main) task is polled only when its
+            // own work wakes it or the guard rings. A spurious poll is not free: a pending
+            // glommio I/O future (an accept, a DMA read) keeps a clone of the waker for every
+            // poll until it completes, and glommio 0.9's reference count is an `i16`.
+            let beating = Arc::clone(&heartbeat);
+            let stop = Rc::clone(&stopped);
+            spawn_detached(TaskClass::Latency, async move {
+                while !stop.get() {
+                    beating.fetch_add(1, Ordering::Release);
+                    glommio::timer::sleep(STALL_HEARTBEAT_INTERVAL).await;
+                }
+            });
         }
         let poll = future.as_mut().poll(context);
         if poll.is_ready() {
             doorbell.set(DoorbellState::Finished);
-            return poll;
+            stopped.set(true);
         }
-        let _ = beat.as_mut().poll(context);
-        Poll::Pending
+        poll
     })
     .await
 }
