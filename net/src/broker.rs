@@ -18,6 +18,7 @@ use ringlog_engine::bus::Bus;
 use ringlog_engine::config::LogConfig;
 use ringlog_engine::format::BatchInfo;
 use ringlog_engine::log::{AppendGate, AppendResult, PartitionLog, ReadLimit};
+use ringlog_engine::rt::fs::Storage;
 use ringlog_engine::rt::{self, TaskClass};
 use ringlog_engine::shard::table::{ShardGroups, ShardTable};
 use ringlog_engine::shard::Shard;
@@ -26,7 +27,7 @@ use ringlog_engine::{ShardId, TopicPartition};
 use crate::codes::{self, KafkaError};
 use crate::controller::Controller;
 use crate::messages::{BrokerRequest, BrokerResponse, PartitionResults, PartitionState, ReadSpec};
-use crate::producers::{ProducerStates, SequenceCheck};
+use crate::producers::{ProducerStates, SequenceCheck, PRODUCER_SNAPSHOT_FILE};
 use crate::BrokerConfig;
 
 /// Bytes read per step while rebuilding a partition's producer state from its log.
@@ -39,6 +40,7 @@ pub struct Broker {
     pub config: Arc<BrokerConfig>,
     pub shard_id: ShardId,
     pub shard: Rc<Shard>,
+    storage: Storage,
     bus: RefCell<Option<Rc<BrokerBus>>>,
     metadata: RefCell<Arc<MetadataImage>>,
     table: RefCell<ShardTable>,
@@ -54,6 +56,7 @@ impl Broker {
     pub fn new(
         config: Arc<BrokerConfig>,
         shard: Rc<Shard>,
+        storage: Storage,
         shard_count: usize,
         controller: Option<Controller>,
     ) -> Rc<Broker> {
@@ -61,6 +64,7 @@ impl Broker {
             config,
             shard_id: shard.id(),
             shard,
+            storage,
             bus: RefCell::new(None),
             metadata: RefCell::new(Arc::new(MetadataImage::new(String::new()))),
             table: RefCell::new(ShardTable::new(shard_count)),
@@ -307,7 +311,7 @@ impl Broker {
         let mut results = Vec::with_capacity(partitions.len());
         for (partition, config) in partitions {
             let result = match self.shard.open_partition(&partition, config).await {
-                Ok(log) => match rebuild_producer_states(&log).await {
+                Ok(log) => match rebuild_producer_states(&self.storage, &log).await {
                     Ok(states) => {
                         self.producers
                             .borrow_mut()
@@ -399,7 +403,26 @@ impl Broker {
     }
 
     /// Closes every log (sync, index checkpoint, clean-shutdown marker).
+    /// Writes each partition's producer-state snapshot, then closes every log.
     pub async fn shutdown(&self) -> ringlog_engine::Result<()> {
+        let producers: Vec<_> = self
+            .producers
+            .borrow()
+            .iter()
+            .map(|(partition, states)| (partition.clone(), Rc::clone(states)))
+            .collect();
+        for (partition, states) in producers {
+            let Ok(log) = self.shard.log(&partition) else {
+                continue;
+            };
+            // Nothing appends any more (connections are drained and the bus is closed), so the
+            // log end is the offset the state is complete up to.
+            let snapshot = states.borrow().to_snapshot(log.log_end_offset());
+            let path = log.dir().join(PRODUCER_SNAPSHOT_FILE);
+            if let Err(error) = self.storage.write_file_atomic(&path, &snapshot).await {
+                tracing::warn!(%partition, %error, "producer-state snapshot not written");
+            }
+        }
         self.shard.shutdown().await
     }
 }
@@ -425,12 +448,24 @@ pub const EARLIEST_TIMESTAMP: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
-/// Rebuilds a partition's producer state from its batches, oldest first (what makes producer
-/// state survive a restart: the batches carry producer id, epoch and sequence).
-async fn rebuild_producer_states(log: &PartitionLog) -> ringlog_engine::Result<ProducerStates> {
-    let mut states = ProducerStates::default();
-    let mut offset = log.log_start_offset();
+/// Rebuilds a partition's producer state: from its snapshot, if there is a usable one, plus the
+/// batches after it; otherwise from all its batches (the batches carry producer id, epoch and
+/// sequence, which is what makes producer state survive any restart).
+async fn rebuild_producer_states(
+    storage: &Storage,
+    log: &PartitionLog,
+) -> ringlog_engine::Result<ProducerStates> {
     let end = log.log_end_offset();
+    let snapshot = storage
+        .read_file(&log.dir().join(PRODUCER_SNAPSHOT_FILE))
+        .await?
+        .and_then(|bytes| ProducerStates::from_snapshot(&bytes))
+        // A snapshot past the log end describes batches the log no longer has.
+        .filter(|(_, offset)| *offset <= end);
+    let (mut states, mut offset) = match snapshot {
+        Some((states, offset)) => (states, offset.max(log.log_start_offset())),
+        None => (ProducerStates::default(), log.log_start_offset()),
+    };
     while offset < end {
         let read = log
             .read(offset, PRODUCER_REBUILD_READ_BYTES, ReadLimit::LogEnd)

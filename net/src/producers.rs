@@ -7,12 +7,20 @@
 use std::collections::{HashMap, VecDeque};
 
 use ringlog_engine::format::BatchInfo;
+use serde::{Deserialize, Serialize};
 
 use crate::codes::KafkaError;
 
 /// Kafka remembers the last 5 batches per producer and partition: the most a producer may
 /// have in flight with idempotence (`max.in.flight.requests.per.connection` <= 5).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// The producer-state snapshot in a partition's directory, written at clean shutdown so the next
+/// start reads only the batches after it instead of the whole log.
+pub const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
+
+/// Version of the snapshot's format; a snapshot of another version is ignored (full rebuild).
+const SNAPSHOT_VERSION: u32 = 1;
 
 /// `producerId` of a batch written without idempotence.
 pub const NO_PRODUCER_ID: i64 = -1;
@@ -115,6 +123,81 @@ impl ProducerStates {
     }
 }
 
+/// One producer in a snapshot: id, epoch, and its batches as
+/// (first sequence, last sequence, base offset, last offset).
+type SnapshotProducer = (i64, i16, Vec<(i32, i32, i64, i64)>);
+
+/// A snapshot of a partition's producer state as of `offset` (the log end when it was taken).
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    offset: i64,
+    producers: Vec<SnapshotProducer>,
+}
+
+impl ProducerStates {
+    /// The state as a snapshot taken at log offset `offset`.
+    pub fn to_snapshot(&self, offset: i64) -> Vec<u8> {
+        let mut producers: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(id, entry)| {
+                let batches = entry
+                    .batches
+                    .iter()
+                    .map(|record| {
+                        (
+                            record.first_sequence,
+                            record.last_sequence,
+                            record.base_offset,
+                            record.last_offset,
+                        )
+                    })
+                    .collect();
+                (*id, entry.epoch, batches)
+            })
+            .collect();
+        producers.sort_by_key(|(id, _, _)| *id);
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            offset,
+            producers,
+        };
+        serde_json::to_vec(&snapshot).expect("a snapshot always serializes")
+    }
+
+    /// The state in a snapshot and the log offset it was taken at; `None` if the bytes are not
+    /// a snapshot of this version (the caller then rebuilds from the whole log).
+    pub fn from_snapshot(bytes: &[u8]) -> Option<(ProducerStates, i64)> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes).ok()?;
+        if snapshot.version != SNAPSHOT_VERSION || snapshot.offset < 0 {
+            return None;
+        }
+        let producers = snapshot
+            .producers
+            .into_iter()
+            .map(|(id, epoch, batches)| {
+                let batches = batches
+                    .into_iter()
+                    .rev()
+                    .take(PRODUCER_BATCHES_REMEMBERED)
+                    .rev()
+                    .map(
+                        |(first_sequence, last_sequence, base_offset, last_offset)| BatchRecord {
+                            first_sequence,
+                            last_sequence,
+                            base_offset,
+                            last_offset,
+                        },
+                    )
+                    .collect();
+                (id, ProducerEntry { epoch, batches })
+            })
+            .collect();
+        Some((ProducerStates { producers }, snapshot.offset))
+    }
+}
+
 fn last_sequence_of(batch: &BatchInfo) -> i32 {
     // Sequences wrap from i32::MAX to 0, as Kafka's DefaultRecordBatch.incrementSequence does.
     let last = i64::from(batch.base_sequence) + i64::from(batch.last_offset_delta);
@@ -212,6 +295,29 @@ mod tests {
             states.check(&batch(1, 0, 2, 1)),
             SequenceCheck::Duplicate(_)
         ));
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_reject_garbage() {
+        let mut states = ProducerStates::default();
+        states.record(&batch(7, 0, 0, 3), 100);
+        states.record(&batch(9, 2, 0, 1), 103);
+        let (back, offset) =
+            ProducerStates::from_snapshot(&states.to_snapshot(104)).expect("round trip");
+        assert_eq!(offset, 104);
+        assert_eq!(back.producer_count(), 2);
+        assert!(matches!(
+            back.check(&batch(7, 0, 0, 3)),
+            SequenceCheck::Duplicate(_)
+        ));
+        assert_eq!(
+            back.check(&batch(9, 1, 1, 1)),
+            SequenceCheck::Reject(KafkaError::InvalidProducerEpoch)
+        );
+        assert!(ProducerStates::from_snapshot(b"not json").is_none());
+        assert!(
+            ProducerStates::from_snapshot(br#"{"version":99,"offset":0,"producers":[]}"#).is_none()
+        );
     }
 
     #[test]

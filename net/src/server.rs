@@ -91,11 +91,24 @@ async fn shard_main(
     );
     shard.start_background();
     let controller = if context.shard_id.0 == 0 {
-        Some(Controller::load(storage, config.data_dir.clone(), context.shard_count).await?)
+        Some(
+            Controller::load(
+                storage.clone(),
+                config.data_dir.clone(),
+                context.shard_count,
+            )
+            .await?,
+        )
     } else {
         None
     };
-    let broker = Broker::new(Arc::clone(&config), shard, context.shard_count, controller);
+    let broker = Broker::new(
+        Arc::clone(&config),
+        shard,
+        storage,
+        context.shard_count,
+        controller,
+    );
     // Registered before joining the bus, so it runs after the bus has closed: by then no
     // shard can send this one more work, and every log can be closed.
     let closing = Rc::clone(&broker);

@@ -119,8 +119,16 @@ fn retries_are_deduplicated_and_gaps_refused_across_restarts() {
     assert_eq!(log_end(&mut stream), 5);
     drop(stream);
     broker.stop();
+    let snapshot = data
+        .path()
+        .join(format!("{TOPIC}-0"))
+        .join("producer-state.json");
+    assert!(
+        snapshot.exists(),
+        "clean stop writes the producer-state snapshot"
+    );
 
-    // After a restart the producer state is rebuilt from the log's batches.
+    // After a restart the producer state comes from the snapshot (and the batches after it).
     let broker = InProcessBroker::start(data.path());
     let mut stream = broker.connect();
     assert_eq!(
@@ -140,6 +148,23 @@ fn retries_are_deduplicated_and_gaps_refused_across_restarts() {
         INVALID_PRODUCER_EPOCH
     );
     assert_eq!(log_end(&mut stream), 7);
+    drop(stream);
+    broker.stop();
+
+    // A damaged snapshot is ignored: the state is rebuilt from every batch of the log.
+    std::fs::write(&snapshot, b"garbage").expect("damage the snapshot");
+    let broker = InProcessBroker::start(data.path());
+    let mut stream = broker.connect();
+    assert_eq!(
+        produce(&mut stream, batch(1, 0, 1)),
+        (0, 6),
+        "retry after a full rebuild"
+    );
+    assert_eq!(
+        produce(&mut stream, batch(0, 6, 1)).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(produce(&mut stream, batch(1, 1, 1)), (0, 7));
     drop(stream);
     broker.stop();
 }
