@@ -55,11 +55,25 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
 }
 
-/// A config change of AlterConfigs / IncrementalAlterConfigs: set or remove an override.
+/// A config change of AlterConfigs / IncrementalAlterConfigs: set or remove an override, or
+/// add items to / remove items from a list config. List changes are resolved against the value
+/// the topic has when the controller applies them, so concurrent edits are not lost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigChange {
     Set(String, String),
     Delete(String),
+    Append(String, Vec<String>),
+    Subtract(String, Vec<String>),
+}
+
+/// The items of a comma-separated list config value.
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 impl MetadataImage {
@@ -195,6 +209,30 @@ impl MetadataImage {
                 }
                 ConfigChange::Delete(key) => {
                     configs.remove(key);
+                }
+                ConfigChange::Append(key, items) | ConfigChange::Subtract(key, items) => {
+                    // The value in force now: this request's earlier changes, the topic's
+                    // override, the broker's default, the engine's default.
+                    let current = effective_log_config(defaults, &configs)?
+                        .to_pairs()
+                        .into_iter()
+                        .find(|(name, _)| name == key)
+                        .map(|(_, value)| split_list(&value))
+                        .ok_or_else(|| MetadataError::InvalidConfig {
+                            key: key.clone(),
+                            reason: "unknown config".into(),
+                        })?;
+                    let mut list = current;
+                    if matches!(change, ConfigChange::Append(..)) {
+                        for item in items {
+                            if !list.contains(item) {
+                                list.push(item.clone());
+                            }
+                        }
+                    } else {
+                        list.retain(|item| !items.contains(item));
+                    }
+                    configs.insert(key.clone(), list.join(","));
                 }
             }
         }
@@ -361,6 +399,50 @@ mod tests {
             .is_empty());
         let bad = [ConfigChange::Set("no.such.config".into(), "1".into())];
         assert!(image.altered_configs("t", &bad, true, &[]).is_err());
+    }
+
+    #[test]
+    fn list_changes_start_from_the_value_in_force() {
+        let mut image = image();
+        image.create_topic("plain", 1, BTreeMap::new(), 2);
+        let compacted: BTreeMap<_, _> =
+            [("cleanup.policy".to_string(), "compact".to_string())].into();
+        image.create_topic("compacted", 1, compacted, 3);
+        let broker_default = [("cleanup.policy".to_string(), "compact,delete".to_string())];
+        let policy =
+            |image: &MetadataImage, topic, change: ConfigChange, defaults: &[(String, String)]| {
+                image
+                    .altered_configs(topic, &[change], true, defaults)
+                    .map(|configs| configs.get("cleanup.policy").cloned().unwrap_or_default())
+            };
+        let append = |item: &str| ConfigChange::Append("cleanup.policy".into(), vec![item.into()]);
+        let subtract =
+            |item: &str| ConfigChange::Subtract("cleanup.policy".into(), vec![item.into()]);
+        assert_eq!(
+            policy(&image, "plain", append("compact"), &[]),
+            Ok("delete,compact".into())
+        );
+        assert_eq!(
+            policy(&image, "plain", append("delete"), &[]),
+            Ok("delete".into())
+        );
+        assert_eq!(
+            policy(&image, "plain", subtract("compact"), &broker_default),
+            Ok("delete".into())
+        );
+        assert_eq!(
+            policy(&image, "compacted", append("delete"), &broker_default),
+            Ok("compact,delete".into())
+        );
+        // Changes of one request build on each other.
+        let both = [append("compact"), subtract("delete")];
+        let configs = image
+            .altered_configs("plain", &both, true, &[])
+            .expect("valid");
+        assert_eq!(
+            configs.get("cleanup.policy").map(String::as_str),
+            Some("compact")
+        );
     }
 
     #[test]

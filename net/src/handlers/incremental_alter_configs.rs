@@ -6,7 +6,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
-use ringlog_cluster::metadata::effective_log_config;
+use ringlog_cluster::metadata::split_list;
 use ringlog_cluster::{ConfigChange, MetadataImage};
 
 use super::alter_configs::{alter, check_unique_keys, code_and_message, null_value, Resource};
@@ -28,15 +28,13 @@ pub async fn handle(
     _version: i16,
 ) -> IncrementalAlterConfigsResponse {
     let image = broker.metadata();
-    let defaults = &broker.config.topic_defaults;
     let resources: Vec<Resource> = request
         .resources
         .into_iter()
         .map(|resource| {
             let name = resource.resource_name.to_string();
             let changes = if resource.resource_type == RESOURCE_TYPE_TOPIC {
-                let current = |key: &str| current_list(&image, defaults, &name, key);
-                check_topic(&image, &name).and_then(|()| changes(&resource.configs, current))
+                check_topic(&image, &name).and_then(|()| changes(&resource.configs))
             } else {
                 // `alter` refuses the resource by its type before looking at its changes.
                 Ok(Vec::new())
@@ -75,43 +73,10 @@ fn check_topic(image: &MetadataImage, name: &str) -> Result<(), Refusal> {
     }
 }
 
-/// The items of list config `key` that topic `name` runs with now (its override, else the
-/// broker's default, else the engine's), which APPEND and SUBTRACT start from.
-fn current_list(
-    image: &MetadataImage,
-    defaults: &[(String, String)],
-    name: &str,
-    key: &str,
-) -> Vec<String> {
-    let Some(topic) = image.topic(name) else {
-        return Vec::new();
-    };
-    let Ok(config) = effective_log_config(defaults, &topic.configs) else {
-        return Vec::new();
-    };
-    config
-        .to_pairs()
-        .into_iter()
-        .find(|(pair_key, _)| *pair_key == key)
-        .map(|(_, value)| split_list(&value))
-        .unwrap_or_default()
-}
-
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-/// The override changes `configs` ask for. `current` gives a list config's items now. The
-/// controller checks the resulting values; this checks the operations.
-fn changes(
-    configs: &[AlterableConfig],
-    current: impl Fn(&str) -> Vec<String>,
-) -> Result<Vec<ConfigChange>, Refusal> {
+/// The override changes `configs` ask for. The controller resolves list changes against the
+/// topic's value when it applies them and checks the resulting values; this checks the
+/// operations.
+fn changes(configs: &[AlterableConfig]) -> Result<Vec<ConfigChange>, Refusal> {
     check_unique_keys(configs.iter().map(|config| config.name.as_str()))?;
     configs
         .iter()
@@ -146,25 +111,18 @@ fn changes(
                     ),
                 });
             }
-            let mut items = current(&key);
-            let given = split_list(&value);
+            let items = split_list(&value);
             if operation == OP_APPEND {
-                for item in given {
-                    if !items.contains(&item) {
-                        items.push(item);
-                    }
-                }
+                Ok(ConfigChange::Append(key, items))
             } else {
-                items.retain(|item| !given.contains(item));
+                Ok(ConfigChange::Subtract(key, items))
             }
-            Ok(ConfigChange::Set(key, items.join(",")))
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
@@ -173,10 +131,6 @@ mod tests {
             .with_name(str_bytes(name))
             .with_config_operation(operation)
             .with_value(value.map(str_bytes))
-    }
-
-    fn delete_only(_: &str) -> Vec<String> {
-        vec!["delete".to_string()]
     }
 
     #[test]
@@ -195,25 +149,20 @@ mod tests {
                 ConfigChange::Delete("segment.ms".into()),
             ),
             (
-                op("cleanup.policy", OP_APPEND, Some("compact")),
-                ConfigChange::Set("cleanup.policy".into(), "delete,compact".into()),
-            ),
-            (
-                op("cleanup.policy", OP_APPEND, Some("delete")),
-                ConfigChange::Set("cleanup.policy".into(), "delete".into()),
+                op("cleanup.policy", OP_APPEND, Some("compact, delete")),
+                ConfigChange::Append(
+                    "cleanup.policy".into(),
+                    vec!["compact".into(), "delete".into()],
+                ),
             ),
             (
                 op("cleanup.policy", OP_SUBTRACT, Some("delete")),
-                ConfigChange::Set("cleanup.policy".into(), String::new()),
-            ),
-            (
-                op("cleanup.policy", OP_SUBTRACT, Some("compact")),
-                ConfigChange::Set("cleanup.policy".into(), "delete".into()),
+                ConfigChange::Subtract("cleanup.policy".into(), vec!["delete".into()]),
             ),
         ];
         for (config, expected) in table {
             let name = config.name.to_string();
-            let got = changes(&[config], delete_only).map_err(|refusal| refusal.message);
+            let got = changes(&[config]).map_err(|refusal| refusal.message);
             assert_eq!(got, Ok(vec![expected]), "{name}");
         }
     }
@@ -242,32 +191,20 @@ mod tests {
         ];
         for (config, expected) in table {
             let name = format!("{} op {}", config.name, config.config_operation);
-            let got = changes(&[config], delete_only).map_err(|refusal| refusal.error);
+            let got = changes(&[config]).map_err(|refusal| refusal.error);
             assert_eq!(got, Err(expected), "{name}");
         }
         let twice = [
             op("retention.ms", OP_SET, Some("1")),
             op("retention.ms", OP_DELETE, None),
         ];
-        let got = changes(&twice, delete_only).map_err(|refusal| refusal.error);
+        let got = changes(&twice).map_err(|refusal| refusal.error);
         assert_eq!(got, Err(KafkaError::InvalidRequest));
     }
 
     #[test]
-    fn lists_start_from_the_effective_value() {
-        let mut image = MetadataImage::new("cluster".into());
-        image.create_topic("plain", 1, BTreeMap::new(), 2);
-        let overridden: BTreeMap<_, _> =
-            [("cleanup.policy".to_string(), "compact".to_string())].into();
-        image.create_topic("compacted", 1, overridden, 3);
-        let broker_default = [("cleanup.policy".to_string(), "compact,delete".to_string())];
-        let list = |defaults: &[(String, String)], topic| {
-            current_list(&image, defaults, topic, "cleanup.policy")
-        };
-        assert_eq!(list(&[], "plain"), ["delete"]);
-        assert_eq!(list(&broker_default, "plain"), ["compact", "delete"]);
-        assert_eq!(list(&broker_default, "compacted"), ["compact"]);
-        assert!(list(&[], "missing").is_empty());
+    fn unknown_topics_are_reported_first() {
+        let image = MetadataImage::new("cluster".into());
         assert!(check_topic(&image, "missing").is_err());
     }
 }
