@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod controller;
 pub mod error;
+pub mod groups;
 pub mod handlers;
 pub mod messages;
 pub mod producers;
