@@ -65,10 +65,34 @@ impl BrokerConfig {
         }
     }
 
-    /// The address clients are told to connect to.
+    /// The address clients are told to connect to: `advertise`, else the listen address. A
+    /// wildcard listen address (0.0.0.0, ::) cannot be connected to, so loopback is advertised
+    /// for it, which serves local clients; remote ones need `advertise`.
     pub fn advertised(&self) -> (String, u16) {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| (self.listen.ip().to_string(), self.listen.port()))
+        self.advertise.clone().unwrap_or_else(|| {
+            let ip = self.listen.ip();
+            let host = if ip.is_unspecified() {
+                if ip.is_ipv4() { "127.0.0.1" } else { "::1" }.to_string()
+            } else {
+                ip.to_string()
+            };
+            (host, self.listen.port())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_listen_advertises_loopback() {
+        let mut config = BrokerConfig::new("data");
+        config.listen = "0.0.0.0:9092".parse().expect("address");
+        assert_eq!(config.advertised(), ("127.0.0.1".to_string(), 9092));
+        config.listen = "[::]:9093".parse().expect("address");
+        assert_eq!(config.advertised(), ("::1".to_string(), 9093));
+        config.advertise = Some(("broker.example".into(), 19092));
+        assert_eq!(config.advertised(), ("broker.example".to_string(), 19092));
     }
 }

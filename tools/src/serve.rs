@@ -211,6 +211,19 @@ fn log_config(config: &BrokerConfig, file: Option<&Path>) {
         topic_defaults = ?config.topic_defaults,
         "starting broker"
     );
+    if let Some(address) = config.admin_listen {
+        // The setting is accepted now so configs written today keep working; the admin HTTP
+        // API and /metrics come with the operator-surface work.
+        tracing::warn!(%address, "--admin-listen is not served yet; nothing listens there");
+    }
+    if config.advertise.is_none() && config.listen.ip().is_unspecified() {
+        tracing::warn!(
+            listen = %config.listen,
+            advertised = %host_port(&advertised_host, advertised_port),
+            "listening on all interfaces without --advertise: clients on other hosts need \
+             --advertise HOST:PORT to reach this broker"
+        );
+    }
 }
 
 /// `host:port`, with an IPv6 host in brackets so the port stays unambiguous.
