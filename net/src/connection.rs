@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
@@ -23,6 +24,10 @@ use crate::server::Stopping;
 /// Java client default to 5 in flight per connection; 64 leaves room for pipelining admin and
 /// fetch traffic while bounding the memory one connection can pin.
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+
+/// Kafka's `connections.max.idle.ms` default: a connection with nothing in flight that sends
+/// nothing for 10 minutes is closed, so abandoned connections do not accumulate.
+pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Request bodies are read in steps of at most this many bytes, so memory grows with the bytes
 /// that actually arrive, not with the size a frame claims.
@@ -111,15 +116,26 @@ async fn read_requests(
     let max_bytes = broker.config.socket_request_max_bytes;
     loop {
         queue.wait_below(IN_FLIGHT_REQUESTS_MAX).await;
+        let idle = queue.len() == 0;
         let frame = futures_lite::future::or(
             async { Some(read_frame(&mut reader, max_bytes).await) },
             async {
-                stopping.wait().await;
+                // A connection waiting for responses is not idle, however long they take.
+                if idle {
+                    futures_lite::future::or(stopping.wait(), rt::sleep(CONNECTION_IDLE_TIMEOUT))
+                        .await;
+                } else {
+                    stopping.wait().await;
+                }
                 None
             },
         )
         .await;
         let frame = match frame {
+            None if !stopping.is_stopped() => {
+                tracing::debug!(%peer, "closing idle connection");
+                return;
+            }
             None => return,
             Some(Ok(Some(frame))) => frame,
             Some(Ok(None)) => return,
