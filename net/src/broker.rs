@@ -26,6 +26,8 @@ use ringlog_engine::{ShardId, TopicPartition};
 
 use crate::codes::{self, KafkaError};
 use crate::controller::Controller;
+use crate::groups::storage::OFFSETS_TOPIC;
+use crate::groups::GroupCoordinator;
 use crate::messages::{BrokerRequest, BrokerResponse, PartitionResults, PartitionState, ReadSpec};
 use crate::producers::{ProducerStates, SequenceCheck, PRODUCER_SNAPSHOT_FILE};
 use crate::BrokerConfig;
@@ -47,6 +49,8 @@ pub struct Broker {
     producers: RefCell<HashMap<TopicPartition, Rc<RefCell<ProducerStates>>>>,
     /// Shard 0 only: the single-node controller.
     pub controller: Option<Controller>,
+    /// The consumer groups whose `__consumer_offsets` partitions this shard owns.
+    pub groups: GroupCoordinator,
     /// Set once the first metadata image has arrived (connections wait for it).
     ready: Cell<bool>,
     ready_event: Event,
@@ -70,6 +74,7 @@ impl Broker {
             table: RefCell::new(ShardTable::new(shard_count)),
             producers: RefCell::new(HashMap::new()),
             controller,
+            groups: GroupCoordinator::default(),
             ready: Cell::new(false),
             ready_event: Event::new(),
         })
@@ -104,6 +109,28 @@ impl Broker {
                 return;
             }
             listener.await;
+        }
+    }
+
+    /// The shard coordinating `group_id`: the owner of its `__consumer_offsets` partition.
+    pub fn coordinator_shard(&self, group_id: &str) -> Option<ShardId> {
+        let partition = crate::groups::storage::partition_for(group_id);
+        self.table
+            .borrow()
+            .lookup(&crate::groups::storage::offsets_partition(partition))
+    }
+
+    /// Sends a group request to the shard coordinating `group_id`; `None` when no shard does
+    /// (yet) or the bus failed.
+    pub async fn call_coordinator(
+        &self,
+        group_id: &str,
+        request: crate::messages::GroupRequest,
+    ) -> Option<crate::messages::GroupReply> {
+        let shard = self.coordinator_shard(group_id)?;
+        match self.call(shard, BrokerRequest::Group(request)).await? {
+            BrokerResponse::Group(reply) => Some(reply),
+            _ => None,
         }
     }
 
@@ -160,6 +187,9 @@ impl Broker {
                 let mut results = Vec::with_capacity(partitions.len());
                 for partition in partitions {
                     self.producers.borrow_mut().remove(&partition);
+                    if partition.topic == OFFSETS_TOPIC {
+                        self.groups.unload(partition.partition.0);
+                    }
                     let result = self
                         .shard
                         .delete_partition(&partition)
@@ -282,6 +312,9 @@ impl Broker {
                 }
                 None => panic!("controller requests go to shard 0"),
             },
+            BrokerRequest::Group(request) => {
+                BrokerResponse::Group(self.groups.handle(&self, request).await)
+            }
         }
     }
 
@@ -316,7 +349,14 @@ impl Broker {
                         self.producers
                             .borrow_mut()
                             .insert(partition.clone(), Rc::new(RefCell::new(states)));
-                        Ok(())
+                        if partition.topic == OFFSETS_TOPIC {
+                            self.groups
+                                .load(partition.partition.0, &log)
+                                .await
+                                .map_err(|error| codes::from_engine(&error))
+                        } else {
+                            Ok(())
+                        }
                     }
                     Err(error) => Err(codes::from_engine(&error)),
                 },

@@ -22,6 +22,8 @@ pub struct Request {
     pub api_version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as JoinGroup records it; set by the connection (empty until then).
+    pub client_host: String,
     pub body: RequestKind,
 }
 
@@ -87,6 +89,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
         api_version,
         correlation_id,
         client_id: header.client_id.map(|id| id.to_string()),
+        client_host: String::new(),
         body,
     })))
 }

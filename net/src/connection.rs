@@ -145,7 +145,9 @@ async fn read_requests(
             }
         };
         match codec::decode_request(frame) {
-            Ok(Decoded::Request(request)) => {
+            Ok(Decoded::Request(mut request)) => {
+                // Kafka reports a member's host as `/address`.
+                request.client_host = format!("/{}", peer.ip());
                 let broker = Rc::clone(broker);
                 let task = rt::spawn(TaskClass::Latency, async move {
                     let (api_key, api_version, correlation_id) =

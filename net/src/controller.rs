@@ -5,6 +5,7 @@
 //! replicated controller of the cluster issue will replace this file, not those rules.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use ringlog_engine::{ShardId, TopicPartition};
 
 use crate::broker::Broker;
 use crate::codes::KafkaError;
+use crate::groups::storage::{OFFSETS_PARTITION_COUNT, OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS};
 use crate::messages::{
     BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse, Refusal,
 };
@@ -110,7 +112,42 @@ impl Controller {
             table.assignments().map(|(tp, _)| tp.clone()).collect();
         self.open_on_owners(broker, &image, &table, partitions)
             .await;
+        if image.topic(OFFSETS_TOPIC).is_none() {
+            self.create_offsets_topic(broker).await;
+        }
         self.broadcast(broker).await;
+    }
+
+    /// Creates the internal `__consumer_offsets` topic (consumer groups live there); without it
+    /// the broker still serves everything else, and group requests get COORDINATOR_NOT_AVAILABLE.
+    async fn create_offsets_topic(&self, broker: &Broker) {
+        let mut next = self.state.borrow().image.clone();
+        let configs: BTreeMap<String, String> = OFFSETS_TOPIC_CONFIGS
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        if let Err(error) = next.check_create_topic(
+            OFFSETS_TOPIC,
+            OFFSETS_PARTITION_COUNT,
+            1,
+            &configs,
+            &broker.config.topic_defaults,
+        ) {
+            tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
+            return;
+        }
+        next.create_topic(
+            OFFSETS_TOPIC,
+            OFFSETS_PARTITION_COUNT,
+            configs,
+            new_topic_id(),
+        );
+        let created = (0..OFFSETS_PARTITION_COUNT)
+            .map(|index| TopicPartition::new(OFFSETS_TOPIC.to_string(), index))
+            .collect();
+        if let Err(error) = self.commit(broker, next, created, Vec::new()).await {
+            tracing::error!(?error, "cannot create {OFFSETS_TOPIC}");
+        }
     }
 
     fn snapshot(&self) -> (Arc<MetadataImage>, ShardTable) {

@@ -14,6 +14,10 @@ use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::TopicPartition;
 
 use crate::codes::KafkaError;
+use crate::groups::storage::CommittedOffset;
+use crate::groups::{
+    GroupDescription, GroupResponse, HeartbeatRequest, JoinRequest, LeaveRequest, SyncRequest,
+};
 
 /// One partition's read in a [`BrokerRequest::Read`].
 #[derive(Clone, Debug)]
@@ -119,6 +123,68 @@ pub enum BrokerRequest {
         table: ShardTable,
     },
     Controller(ControllerRequest),
+    /// A consumer-group request, sent to the shard coordinating the group(s).
+    Group(GroupRequest),
+}
+
+/// A topic's partitions, by name, in a group request.
+pub type GroupPartitions = Vec<(String, i32)>;
+
+/// What a group coordinator (the shard owning the group's `__consumer_offsets` partition) is
+/// asked. Requests naming several groups carry all of the destination shard's groups.
+#[derive(Debug)]
+pub enum GroupRequest {
+    Join {
+        group_id: String,
+        request: JoinRequest,
+    },
+    Sync {
+        group_id: String,
+        request: SyncRequest,
+    },
+    Heartbeat {
+        group_id: String,
+        request: HeartbeatRequest,
+    },
+    Leave {
+        group_id: String,
+        request: LeaveRequest,
+    },
+    /// OffsetCommit of partitions already known to exist.
+    Commit {
+        group_id: String,
+        member_id: String,
+        generation_id: i32,
+        group_instance_id: Option<String>,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    },
+    /// OffsetFetch; `None` partitions means every committed offset of the group.
+    Fetch(Vec<(String, Option<GroupPartitions>)>),
+    Describe(Vec<String>),
+    /// ListGroups: every group this shard coordinates.
+    List,
+    Delete(Vec<String>),
+    OffsetDelete {
+        group_id: String,
+        partitions: GroupPartitions,
+    },
+}
+
+/// One group's committed offsets as OffsetFetch reports them (`None`: nothing committed).
+pub type FetchedOffsets = Vec<((String, i32), Option<CommittedOffset>)>;
+
+/// A group coordinator's answers, per group in request order.
+#[derive(Debug)]
+pub enum GroupReply {
+    Member(Result<GroupResponse, KafkaError>),
+    Committed(Result<(), KafkaError>),
+    Fetched(Vec<Result<FetchedOffsets, KafkaError>>),
+    /// `Ok(None)`: no such group.
+    Described(Vec<Result<Option<GroupDescription>, KafkaError>>),
+    Listed(Vec<GroupDescription>),
+    Deleted(Vec<Result<(), KafkaError>>),
+    /// A group-level error, or one result per partition.
+    OffsetsDeleted(Result<Vec<Result<(), KafkaError>>, KafkaError>),
 }
 
 /// Per-partition outcomes; a partition's error is a Kafka error code.
@@ -138,4 +204,5 @@ pub enum BrokerResponse {
     DeletedRecords(PartitionResults<i64>),
     MetadataApplied,
     Controller(ControllerResponse),
+    Group(GroupReply),
 }

@@ -117,6 +117,7 @@ async fn shard_main(
             tracing::error!(shard = %closing.shard_id, %error, "closing logs failed");
         }
     });
+    crate::groups::GroupCoordinator::start_timer(&broker);
     let bus = bus.join(&context).await?;
     broker.set_bus(Rc::clone(&bus));
     let serving = Rc::clone(&broker);

@@ -12,10 +12,11 @@ use ringlog_net::apis::SERVED_APIS;
 
 /// A request of `key` naming the sweep topic (partition 0) where the API takes topics, so the
 /// per-partition parts of every response are encoded too.
-fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
+fn request_for(key: ApiKey, version: i16, topic_id: u128) -> RequestKind {
     use kafka_protocol::messages::*;
     let topic = || TopicName(StrBytes::from_static_str(TOPIC));
     let name = || StrBytes::from_static_str(TOPIC);
+    let group = || GroupId(StrBytes::from_static_str(GROUP));
     match key {
         ApiKey::Produce => {
             RequestKind::Produce(ProduceRequest::default().with_acks(1).with_topic_data(vec![
@@ -121,12 +122,111 @@ fn request_for(key: ApiKey, topic_id: u128) -> RequestKind {
                 ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::FindCoordinator => {
+            let request = FindCoordinatorRequest::default();
+            RequestKind::FindCoordinator(if version < 4 {
+                request.with_key(StrBytes::from_static_str(GROUP))
+            } else {
+                request.with_coordinator_keys(vec![StrBytes::from_static_str(GROUP)])
+            })
+        }
+        // An unknown member id is answered at once (a new member would be held for the initial
+        // rebalance delay).
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(group())
+                .with_session_timeout_ms(10_000)
+                .with_member_id(StrBytes::from_static_str(UNKNOWN_MEMBER))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0]))]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(group())
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str(UNKNOWN_MEMBER)),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(group())
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str(UNKNOWN_MEMBER)),
+        ),
+        ApiKey::LeaveGroup => {
+            let request = LeaveGroupRequest::default().with_group_id(group());
+            RequestKind::LeaveGroup(if version < 3 {
+                request.with_member_id(StrBytes::from_static_str(UNKNOWN_MEMBER))
+            } else {
+                request.with_members(vec![leave_group_request::MemberIdentity::default()
+                    .with_member_id(StrBytes::from_static_str(UNKNOWN_MEMBER))])
+            })
+        }
+        // A simple commit (no generation, no member), which an Empty group takes.
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(group())
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(0),
+                        ]),
+                ]),
+        ),
+        ApiKey::OffsetFetch => {
+            let request = OffsetFetchRequest::default();
+            RequestKind::OffsetFetch(if version < 8 {
+                request.with_group_id(group()).with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0]),
+                ]))
+            } else {
+                request.with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(group())
+                        .with_topics(None),
+                ])
+            })
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => {
+            RequestKind::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![group()]))
+        }
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(StrBytes::from_static_str("sweep-missing"))]),
+        ),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(group())
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        ),
         other => panic!("no request for {other:?}"),
     }
 }
 
 /// The topic every request names.
 const TOPIC: &str = "sweep";
+
+/// The consumer group every group request names.
+const GROUP: &str = "sweep-group";
+
+/// A member id the group never gave out.
+const UNKNOWN_MEMBER: &str = "sweep-unknown-member";
 
 #[test]
 fn every_served_api_answers_at_every_served_version() {
@@ -151,7 +251,7 @@ fn every_served_api_answers_at_every_served_version() {
     for api in SERVED_APIS {
         for version in api.min_version..=api.max_version {
             correlation_id += 1;
-            let request = request_for(api.key, topic_id);
+            let request = request_for(api.key, version, topic_id);
             round_trip(&mut stream, request, api.key, version, correlation_id);
             answered += 1;
         }

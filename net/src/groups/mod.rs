@@ -1,9 +1,12 @@
 //! Consumer groups. [`classic`] is the classic protocol's coordinator (JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup and the member checks of OffsetCommit) as a pure state machine: the
 //! handlers, timers and persistence that drive it live elsewhere, so every rule here can be
-//! tested without a runtime.
+//! tested without a runtime. [`coordinator`] is that I/O on each shard, and [`storage`] the
+//! records in `__consumer_offsets` that make groups and committed offsets durable.
 
 pub mod classic;
+pub mod coordinator;
+pub mod storage;
 
 pub use classic::{
     Group, GroupAction, GroupConfig, GroupDescription, GroupEvent, GroupResponse, GroupSnapshot,
@@ -11,3 +14,4 @@ pub use classic::{
     LeaveMemberResult, LeaveRequest, LeaveResponse, MemberDescription, MemberSnapshot, Protocol,
     RequestToken, SnapshotError, SyncRequest, SyncResponse,
 };
+pub use coordinator::GroupCoordinator;

@@ -78,7 +78,7 @@ pub async fn handle(
             .with_error_code(error.map_or(NONE, |error| error.code()))
             .with_name(Some(TopicName(str_bytes(name))))
             .with_topic_id(uuid(topic.map_or(0, |topic| topic.topic_id)))
-            .with_is_internal(false)
+            .with_is_internal(name == crate::groups::storage::OFFSETS_TOPIC)
             .with_partitions(partitions)
             .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
     };

@@ -1,0 +1,687 @@
+//! The I/O around the classic group state machine on one shard: the groups whose
+//! `__consumer_offsets` partition this shard owns, their committed offsets, the held JoinGroup
+//! and SyncGroup responses, the timer that sends `Tick`s, and the records that make all of it
+//! survive a restart (appended to the group's offsets partition, replayed when it opens).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_listener::Event;
+use ringlog_engine::format::{build_batch, KeyValue};
+use ringlog_engine::log::{now_ms, PartitionLog, ReadLimit};
+use ringlog_engine::rt::{self, TaskClass};
+
+use super::classic::{
+    Group, GroupAction, GroupConfig, GroupDescription, GroupEvent, GroupResponse, GroupState,
+    RequestToken,
+};
+use super::storage::{self, CommittedOffset, RecordKey};
+use crate::broker::Broker;
+use crate::codes::KafkaError;
+use crate::messages::{FetchedOffsets, GroupPartitions, GroupReply, GroupRequest};
+
+/// How often each shard looks for groups whose deadline (session, join phase, pending member)
+/// has passed. Session timeouts are at least 6 s, so 100 ms late is 2 % of the shortest one, and
+/// an idle shard wakes only ten times a second.
+pub const GROUP_TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bytes read per step while replaying an offsets partition.
+const REPLAY_READ_BYTES: usize = 4 << 20;
+
+/// A loaded offsets partition, or one still being replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Load {
+    Loading,
+    Loaded,
+}
+
+/// A group and its committed offsets, with a lock held while an event's actions are carried
+/// out, so that a `Persist` is durable before any later `Respond` of the same group is sent.
+struct GroupSlot {
+    partition: i32,
+    group: RefCell<Group>,
+    offsets: RefCell<BTreeMap<(String, i32), CommittedOffset>>,
+    busy: Cell<bool>,
+    idle: Event,
+}
+
+/// Releases a [`GroupSlot`] when dropped.
+struct Turn<'a> {
+    slot: &'a GroupSlot,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.slot.busy.set(false);
+        self.slot.idle.notify(1);
+    }
+}
+
+impl GroupSlot {
+    fn new(partition: i32, group: Group) -> Rc<GroupSlot> {
+        Rc::new(GroupSlot {
+            partition,
+            group: RefCell::new(group),
+            offsets: RefCell::new(BTreeMap::new()),
+            busy: Cell::new(false),
+            idle: Event::new(),
+        })
+    }
+
+    async fn turn(&self) -> Turn<'_> {
+        loop {
+            let listener = self.idle.listen();
+            if !self.busy.get() {
+                self.busy.set(true);
+                return Turn { slot: self };
+            }
+            listener.await;
+        }
+    }
+}
+
+/// A held response: completed by a `Respond` action, awaited by the request's bus handler.
+#[derive(Default)]
+struct Completion {
+    response: RefCell<Option<GroupResponse>>,
+    ready: Event,
+}
+
+impl Completion {
+    fn complete(&self, response: GroupResponse) {
+        *self.response.borrow_mut() = Some(response);
+        self.ready.notify(usize::MAX);
+    }
+
+    async fn wait(&self) -> GroupResponse {
+        loop {
+            let listener = self.ready.listen();
+            if let Some(response) = self.response.borrow_mut().take() {
+                return response;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// One per shard: the groups of the `__consumer_offsets` partitions this shard owns.
+#[derive(Default)]
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    partitions: RefCell<HashMap<i32, Load>>,
+    groups: RefCell<HashMap<String, Rc<GroupSlot>>>,
+    pending: RefCell<HashMap<RequestToken, Rc<Completion>>>,
+    next_token: Cell<u64>,
+}
+
+impl GroupCoordinator {
+    /// Starts the timer that sends `Tick` to groups whose deadline passed.
+    pub fn start_timer(broker: &Rc<Broker>) {
+        let broker = Rc::clone(broker);
+        rt::spawn_detached(TaskClass::Background, async move {
+            loop {
+                rt::sleep(GROUP_TICK_INTERVAL).await;
+                broker.groups.tick(&broker).await;
+            }
+        });
+    }
+
+    async fn tick(&self, broker: &Broker) {
+        let now = now_ms();
+        let due: Vec<Rc<GroupSlot>> = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|slot| {
+                !slot.busy.get()
+                    && slot
+                        .group
+                        .borrow()
+                        .next_deadline_ms()
+                        .is_some_and(|deadline| deadline <= now)
+            })
+            .cloned()
+            .collect();
+        for slot in due {
+            let _turn = slot.turn().await;
+            let actions = slot.group.borrow_mut().handle(GroupEvent::Tick, now_ms());
+            self.perform(broker, &slot, actions).await;
+        }
+    }
+
+    /// Serves one group request on the coordinating shard.
+    pub async fn handle(&self, broker: &Broker, request: GroupRequest) -> GroupReply {
+        match request {
+            GroupRequest::Join { group_id, request } => GroupReply::Member(
+                self.member_event(broker, &group_id, true, |token| GroupEvent::Join {
+                    token,
+                    request,
+                })
+                .await,
+            ),
+            GroupRequest::Sync { group_id, request } => GroupReply::Member(
+                self.member_event(broker, &group_id, false, |token| GroupEvent::Sync {
+                    token,
+                    request,
+                })
+                .await,
+            ),
+            GroupRequest::Heartbeat { group_id, request } => GroupReply::Member(
+                self.member_event(broker, &group_id, false, |token| GroupEvent::Heartbeat {
+                    token,
+                    request,
+                })
+                .await,
+            ),
+            GroupRequest::Leave { group_id, request } => GroupReply::Member(
+                self.member_event(broker, &group_id, false, |token| GroupEvent::Leave {
+                    token,
+                    request,
+                })
+                .await,
+            ),
+            GroupRequest::Commit {
+                group_id,
+                member_id,
+                generation_id,
+                group_instance_id,
+                offsets,
+            } => GroupReply::Committed(
+                self.commit(
+                    broker,
+                    &group_id,
+                    &member_id,
+                    generation_id,
+                    group_instance_id.as_deref(),
+                    offsets,
+                )
+                .await,
+            ),
+            GroupRequest::Fetch(groups) => GroupReply::Fetched(
+                groups
+                    .into_iter()
+                    .map(|(group_id, partitions)| self.fetch(&group_id, partitions))
+                    .collect(),
+            ),
+            GroupRequest::Describe(groups) => GroupReply::Described(
+                groups
+                    .iter()
+                    .map(|group_id| {
+                        self.check_coordinator(group_id)?;
+                        Ok(self
+                            .slot(group_id)
+                            .map(|slot| slot.group.borrow().describe()))
+                    })
+                    .collect(),
+            ),
+            GroupRequest::List => GroupReply::Listed(
+                self.groups
+                    .borrow()
+                    .values()
+                    .map(|slot| slot.group.borrow().describe())
+                    .filter(|group| group.state != GroupState::Dead)
+                    .collect(),
+            ),
+            GroupRequest::Delete(groups) => {
+                let mut results = Vec::with_capacity(groups.len());
+                for group_id in groups {
+                    results.push(self.delete(broker, &group_id).await);
+                }
+                GroupReply::Deleted(results)
+            }
+            GroupRequest::OffsetDelete {
+                group_id,
+                partitions,
+            } => {
+                GroupReply::OffsetsDeleted(self.delete_offsets(broker, &group_id, partitions).await)
+            }
+        }
+    }
+
+    /// The group's offsets partition, if this shard coordinates it and has loaded it.
+    fn check_coordinator(&self, group_id: &str) -> Result<i32, KafkaError> {
+        let partition = storage::partition_for(group_id);
+        match self.partitions.borrow().get(&partition) {
+            Some(Load::Loaded) => Ok(partition),
+            Some(Load::Loading) => Err(KafkaError::CoordinatorLoadInProgress),
+            None => Err(KafkaError::NotCoordinator),
+        }
+    }
+
+    fn slot(&self, group_id: &str) -> Option<Rc<GroupSlot>> {
+        self.groups.borrow().get(group_id).cloned()
+    }
+
+    fn slot_or_new(&self, group_id: &str, partition: i32) -> Rc<GroupSlot> {
+        let mut groups = self.groups.borrow_mut();
+        Rc::clone(
+            groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| GroupSlot::new(partition, self.new_group(group_id))),
+        )
+    }
+
+    fn new_group(&self, group_id: &str) -> Group {
+        Group::new(group_id.to_string(), self.config.clone(), fastrand::u64(..))
+    }
+
+    /// Feeds a member request to its group and waits for the group's answer to it (a JoinGroup
+    /// or SyncGroup may be held for a while; nothing else of the shard waits meanwhile).
+    async fn member_event(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        create: bool,
+        event: impl FnOnce(RequestToken) -> GroupEvent,
+    ) -> Result<GroupResponse, KafkaError> {
+        let partition = self.check_coordinator(group_id)?;
+        if group_id.is_empty() || group_id.len() > storage::NAME_BYTES_MAX {
+            return Err(KafkaError::InvalidGroupId);
+        }
+        let token = RequestToken(self.next_token.get());
+        self.next_token.set(token.0 + 1);
+        let completion = Rc::new(Completion::default());
+        self.pending
+            .borrow_mut()
+            .insert(token, Rc::clone(&completion));
+        let slot = match (self.slot(group_id), create) {
+            (Some(slot), _) => slot,
+            (None, true) => self.slot_or_new(group_id, partition),
+            // Not kept: a request for an unknown group must not create one. A fresh group
+            // answers it as Kafka does for a missing group (UNKNOWN_MEMBER_ID).
+            (None, false) => GroupSlot::new(partition, self.new_group(group_id)),
+        };
+        {
+            let _turn = slot.turn().await;
+            let actions = slot.group.borrow_mut().handle(event(token), now_ms());
+            self.perform(broker, &slot, actions).await;
+        }
+        let response = completion.wait().await;
+        Ok(response)
+    }
+
+    /// Carries out a group's actions in order: a snapshot is durable before any later response
+    /// is released. If it cannot be written, the JoinGroup and SyncGroup answers after it say
+    /// COORDINATOR_NOT_AVAILABLE, so the members find the coordinator again and retry.
+    async fn perform(&self, broker: &Broker, slot: &GroupSlot, actions: Vec<GroupAction>) {
+        let mut persist_failed = false;
+        for action in actions {
+            match action {
+                GroupAction::Persist(snapshot) => {
+                    let key = RecordKey::Group {
+                        group_id: snapshot.group_id.clone(),
+                    }
+                    .encode();
+                    let value = storage::encode_group(&snapshot);
+                    let records = [(Some(key.as_slice()), Some(value.as_slice()))];
+                    if let Err(error) = self.append(broker, slot.partition, &records).await {
+                        tracing::error!(group = %snapshot.group_id, ?error, "group snapshot not written");
+                        persist_failed = true;
+                    }
+                }
+                GroupAction::Respond {
+                    token,
+                    mut response,
+                } => {
+                    if persist_failed {
+                        match &mut response {
+                            GroupResponse::Join(join) => {
+                                join.error = Some(KafkaError::CoordinatorNotAvailable)
+                            }
+                            GroupResponse::Sync(sync) => {
+                                sync.error = Some(KafkaError::CoordinatorNotAvailable)
+                            }
+                            _ => {}
+                        }
+                    }
+                    let completion = self.pending.borrow_mut().remove(&token);
+                    if let Some(completion) = completion {
+                        completion.complete(response);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends records to offsets partition `partition` and returns once they are durable.
+    async fn append(
+        &self,
+        broker: &Broker,
+        partition: i32,
+        records: &[KeyValue<'_>],
+    ) -> Result<(), KafkaError> {
+        let log = broker
+            .shard
+            .log(&storage::offsets_partition(partition))
+            .map_err(|_| KafkaError::NotCoordinator)?;
+        let batch = build_batch(now_ms(), records);
+        log.append(&batch, 0).await.map_err(|error| {
+            tracing::error!(%error, partition, "offsets partition append failed");
+            KafkaError::CoordinatorNotAvailable
+        })?;
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+        group_instance_id: Option<&str>,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), KafkaError> {
+        let partition = self.check_coordinator(group_id)?;
+        if group_id.len() > storage::NAME_BYTES_MAX {
+            return Err(KafkaError::InvalidGroupId);
+        }
+        let simple = generation_id < 0 && member_id.is_empty() && group_instance_id.is_none();
+        let slot = match self.slot(group_id) {
+            Some(slot) => slot,
+            // Kafka creates the group for a simple commit; a member's commit to a group that
+            // does not exist names a generation that does not either.
+            None if simple => self.slot_or_new(group_id, partition),
+            None => return Err(KafkaError::IllegalGeneration),
+        };
+        let _turn = slot.turn().await;
+        slot.group.borrow_mut().validate_commit(
+            member_id,
+            generation_id,
+            group_instance_id,
+            now_ms(),
+        )?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = offsets
+            .iter()
+            .map(|((topic, index), value)| {
+                let key = RecordKey::Offset {
+                    group_id: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *index,
+                };
+                (key.encode(), storage::encode_offset(value))
+            })
+            .collect();
+        let records: Vec<_> = encoded
+            .iter()
+            .map(|(key, value)| (Some(key.as_slice()), Some(value.as_slice())))
+            .collect();
+        self.append(broker, partition, &records).await?;
+        slot.offsets.borrow_mut().extend(offsets);
+        Ok(())
+    }
+
+    fn fetch(
+        &self,
+        group_id: &str,
+        partitions: Option<GroupPartitions>,
+    ) -> Result<FetchedOffsets, KafkaError> {
+        self.check_coordinator(group_id)?;
+        let slot = self.slot(group_id);
+        let committed = slot.as_ref().map(|slot| slot.offsets.borrow());
+        let lookup = |key: &(String, i32)| {
+            committed
+                .as_ref()
+                .and_then(|offsets| offsets.get(key).cloned())
+        };
+        Ok(match partitions {
+            Some(partitions) => partitions
+                .into_iter()
+                .map(|key| {
+                    let value = lookup(&key);
+                    (key, value)
+                })
+                .collect(),
+            None => committed
+                .as_ref()
+                .map(|offsets| {
+                    offsets
+                        .iter()
+                        .map(|(key, value)| (key.clone(), Some(value.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn delete(&self, broker: &Broker, group_id: &str) -> Result<(), KafkaError> {
+        let partition = self.check_coordinator(group_id)?;
+        let slot = self.slot(group_id).ok_or(KafkaError::GroupIdNotFound)?;
+        let _turn = slot.turn().await;
+        if slot.group.borrow().state() != GroupState::Empty {
+            return Err(KafkaError::NonEmptyGroup);
+        }
+        let mut keys = vec![RecordKey::Group {
+            group_id: group_id.to_string(),
+        }
+        .encode()];
+        keys.extend(slot.offsets.borrow().keys().map(|(topic, index)| {
+            RecordKey::Offset {
+                group_id: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *index,
+            }
+            .encode()
+        }));
+        let records: Vec<_> = keys
+            .iter()
+            .map(|key| (Some(key.as_slice()), None))
+            .collect();
+        self.append(broker, partition, &records).await?;
+        slot.group.borrow_mut().delete()?;
+        slot.offsets.borrow_mut().clear();
+        self.groups.borrow_mut().remove(group_id);
+        Ok(())
+    }
+
+    async fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        partitions: GroupPartitions,
+    ) -> Result<Vec<Result<(), KafkaError>>, KafkaError> {
+        let partition = self.check_coordinator(group_id)?;
+        let slot = self.slot(group_id).ok_or(KafkaError::GroupIdNotFound)?;
+        let _turn = slot.turn().await;
+        let subscribed = subscribed_topics(&slot.group.borrow());
+        let results: Vec<Result<(), KafkaError>> = partitions
+            .iter()
+            .map(|(topic, _)| match &subscribed {
+                Subscription::None => Ok(()),
+                Subscription::Topics(topics) if !topics.contains(topic) => Ok(()),
+                _ => Err(KafkaError::GroupSubscribedToTopic),
+            })
+            .collect();
+        let keys: Vec<Vec<u8>> = partitions
+            .iter()
+            .zip(&results)
+            .filter(|(key, result)| result.is_ok() && slot.offsets.borrow().contains_key(*key))
+            .map(|((topic, index), _)| {
+                RecordKey::Offset {
+                    group_id: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *index,
+                }
+                .encode()
+            })
+            .collect();
+        if !keys.is_empty() {
+            let records: Vec<_> = keys
+                .iter()
+                .map(|key| (Some(key.as_slice()), None))
+                .collect();
+            self.append(broker, partition, &records).await?;
+            let mut offsets = slot.offsets.borrow_mut();
+            for (key, result) in partitions.iter().zip(&results) {
+                if result.is_ok() {
+                    offsets.remove(key);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Replays offsets partition `partition` (just opened on this shard) into committed offsets
+    /// and groups. Requests for its groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    pub async fn load(&self, partition: i32, log: &PartitionLog) -> ringlog_engine::Result<()> {
+        self.partitions
+            .borrow_mut()
+            .insert(partition, Load::Loading);
+        let mut snapshots: HashMap<String, Option<Bytes>> = HashMap::new();
+        let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
+        let end = log.log_end_offset();
+        let mut offset = log.log_start_offset();
+        let mut skipped = 0_usize;
+        while offset < end {
+            let read = log
+                .read(offset, REPLAY_READ_BYTES, ReadLimit::LogEnd)
+                .await?;
+            if read.batches.is_empty() {
+                break;
+            }
+            for batch in &read.batches {
+                let records = match storage::batch_records(batch) {
+                    Ok(records) => records,
+                    Err(reason) => {
+                        tracing::warn!(partition, %reason, "offsets batch skipped");
+                        skipped += 1;
+                        continue;
+                    }
+                };
+                for (key, value) in records {
+                    let Some(key) = key.and_then(|key| RecordKey::decode(&key).ok()) else {
+                        skipped += 1;
+                        continue;
+                    };
+                    match key {
+                        RecordKey::Group { group_id } => {
+                            snapshots.insert(group_id, value);
+                        }
+                        RecordKey::Offset {
+                            group_id,
+                            topic,
+                            partition: index,
+                        } => {
+                            let group = offsets.entry(group_id).or_default();
+                            match value.map(|value| storage::decode_offset(&value)) {
+                                Some(Ok(value)) => {
+                                    group.insert((topic, index), value);
+                                }
+                                Some(Err(_)) => skipped += 1,
+                                None => {
+                                    group.remove(&(topic, index));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            offset = read.next_offset;
+            rt::yield_if_needed().await;
+        }
+        let now = now_ms();
+        let mut restored = 0_usize;
+        let mut group_ids: Vec<String> = snapshots
+            .iter()
+            .filter(|(_, value)| value.is_some())
+            .map(|(group_id, _)| group_id.clone())
+            .collect();
+        group_ids.extend(
+            offsets
+                .iter()
+                .filter(|(_, committed)| !committed.is_empty())
+                .map(|(group_id, _)| group_id.clone()),
+        );
+        group_ids.sort();
+        group_ids.dedup();
+        for group_id in group_ids {
+            let snapshot = snapshots
+                .get(&group_id)
+                .cloned()
+                .flatten()
+                .and_then(|value| storage::decode_group(&value).ok());
+            let group = match snapshot {
+                Some(snapshot) => {
+                    match Group::restore(snapshot, self.config.clone(), fastrand::u64(..), now) {
+                        Ok(group) => group,
+                        Err(error) => {
+                            tracing::warn!(%error, "group not restored; starting it empty");
+                            self.new_group(&group_id)
+                        }
+                    }
+                }
+                None => self.new_group(&group_id),
+            };
+            let slot = GroupSlot::new(partition, group);
+            *slot.offsets.borrow_mut() = offsets.remove(&group_id).unwrap_or_default();
+            self.groups.borrow_mut().insert(group_id, slot);
+            restored += 1;
+        }
+        if skipped > 0 {
+            tracing::warn!(partition, skipped, "unreadable offsets records skipped");
+        }
+        tracing::debug!(partition, groups = restored, "offsets partition loaded");
+        self.partitions.borrow_mut().insert(partition, Load::Loaded);
+        Ok(())
+    }
+
+    /// Forgets an offsets partition this shard no longer has (its topic was deleted).
+    pub fn unload(&self, partition: i32) {
+        self.partitions.borrow_mut().remove(&partition);
+        self.groups
+            .borrow_mut()
+            .retain(|_, slot| slot.partition != partition);
+    }
+
+    /// The description of every group, for tests and tools.
+    pub fn describe_all(&self) -> Vec<GroupDescription> {
+        self.groups
+            .borrow()
+            .values()
+            .map(|slot| slot.group.borrow().describe())
+            .collect()
+    }
+}
+
+/// The topics a group's members subscribe to, as far as the coordinator can tell.
+enum Subscription {
+    /// No members: nothing is subscribed.
+    None,
+    Topics(Vec<String>),
+    /// Members whose subscriptions cannot be read (a rebalance in progress, or a protocol
+    /// other than "consumer"): treated as subscribed to everything.
+    Unknown,
+}
+
+fn subscribed_topics(group: &Group) -> Subscription {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let description = group.describe();
+    if description.members.is_empty() {
+        return Subscription::None;
+    }
+    if description.state != GroupState::Stable || description.protocol_type != "consumer" {
+        return Subscription::Unknown;
+    }
+    let mut topics = Vec::new();
+    for member in &description.members {
+        let mut metadata = member.metadata.clone();
+        if metadata.len() < 2 {
+            return Subscription::Unknown;
+        }
+        let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+        let _ = bytes::Buf::get_i16(&mut metadata);
+        match ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)) {
+            Ok(subscription) => {
+                topics.extend(subscription.topics.iter().map(|topic| topic.to_string()))
+            }
+            Err(_) => return Subscription::Unknown,
+        }
+    }
+    Subscription::Topics(topics)
+}
