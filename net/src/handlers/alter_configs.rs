@@ -10,14 +10,11 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use ringlog_cluster::ConfigChange;
 
-use super::create_topics::CONTROLLER_SHARD;
 use super::describe_configs::{RESOURCE_TYPE_BROKER, RESOURCE_TYPE_TOPIC};
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::messages::{
-    BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse, Refusal,
-};
+use crate::messages::{ControllerRequest, Refusal};
 
 pub async fn handle(
     broker: &Rc<Broker>,
@@ -170,25 +167,12 @@ async fn ask_controller(
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
     let count = topics.len();
-    if count == 0 {
-        return Vec::new();
-    }
-    let request = BrokerRequest::Controller(ControllerRequest::AlterConfigs {
+    let request = ControllerRequest::AlterConfigs {
         topics,
         incremental,
         validate_only,
-    });
-    match broker.call(CONTROLLER_SHARD, request).await {
-        Some(BrokerResponse::Controller(ControllerResponse::Topics(results))) => results,
-        _ => (0..count)
-            .map(|_| {
-                Err(Refusal {
-                    error: KafkaError::NotController,
-                    message: "the controller is unavailable".into(),
-                })
-            })
-            .collect(),
-    }
+    };
+    super::ask_controller_per_topic(broker, request, count).await
 }
 
 #[cfg(test)]

@@ -10,13 +10,10 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, TopicName};
 use ringlog_cluster::MetadataImage;
 
-use super::create_topics::CONTROLLER_SHARD;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::messages::{
-    BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse, Refusal,
-};
+use crate::messages::{ControllerRequest, Refusal};
 
 pub async fn handle(
     broker: &Rc<Broker>,
@@ -142,24 +139,11 @@ async fn ask_controller(
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
     let count = topics.len();
-    if count == 0 {
-        return Vec::new();
-    }
-    let request = BrokerRequest::Controller(ControllerRequest::CreatePartitions {
+    let request = ControllerRequest::CreatePartitions {
         topics,
         validate_only,
-    });
-    match broker.call(CONTROLLER_SHARD, request).await {
-        Some(BrokerResponse::Controller(ControllerResponse::Topics(results))) => results,
-        _ => (0..count)
-            .map(|_| {
-                Err(Refusal {
-                    error: KafkaError::NotController,
-                    message: "the controller is unavailable".into(),
-                })
-            })
-            .collect(),
-    }
+    };
+    super::ask_controller_per_topic(broker, request, count).await
 }
 
 #[cfg(test)]

@@ -5,11 +5,10 @@ use std::rc::Rc;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
-use super::create_topics::CONTROLLER_SHARD;
 use super::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::messages::{BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse};
+use crate::messages::ControllerRequest;
 
 pub async fn handle(
     broker: &Rc<Broker>,
@@ -48,24 +47,11 @@ pub async fn handle(
         .filter(|(_, _, error)| error.is_none())
         .filter_map(|(name, _, _)| name.clone())
         .collect();
-    let mut outcomes = if names.is_empty() {
-        Vec::new()
-    } else {
-        let count = names.len();
-        let request = BrokerRequest::Controller(ControllerRequest::DeleteTopics { names });
-        match broker.call(CONTROLLER_SHARD, request).await {
-            Some(BrokerResponse::Controller(ControllerResponse::Topics(results))) => results,
-            _ => (0..count)
-                .map(|_| {
-                    Err(crate::messages::Refusal {
-                        error: KafkaError::NotController,
-                        message: "the controller is unavailable".into(),
-                    })
-                })
-                .collect(),
-        }
-    }
-    .into_iter();
+    let count = names.len();
+    let mut outcomes =
+        super::ask_controller_per_topic(broker, ControllerRequest::DeleteTopics { names }, count)
+            .await
+            .into_iter();
     let responses = wanted
         .into_iter()
         .map(|(name, id, early)| {

@@ -133,6 +133,31 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Option<ResponseK
     Some(response)
 }
 
+/// Sends a per-topic command to the controller; per topic, in order, whether it was applied.
+/// Every topic gets NOT_CONTROLLER when the controller cannot be reached.
+pub async fn ask_controller_per_topic(
+    broker: &Rc<Broker>,
+    request: crate::messages::ControllerRequest,
+    topic_count: usize,
+) -> Vec<Result<(), crate::messages::Refusal>> {
+    use crate::messages::{BrokerRequest, BrokerResponse, ControllerResponse, Refusal};
+    if topic_count == 0 {
+        return Vec::new();
+    }
+    let request = BrokerRequest::Controller(request);
+    match broker.call(create_topics::CONTROLLER_SHARD, request).await {
+        Some(BrokerResponse::Controller(ControllerResponse::Topics(results))) => results,
+        _ => (0..topic_count)
+            .map(|_| {
+                Err(Refusal {
+                    error: crate::codes::KafkaError::NotController,
+                    message: "the controller is unavailable".into(),
+                })
+            })
+            .collect(),
+    }
+}
+
 /// A `StrBytes` from a `String`.
 pub fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
