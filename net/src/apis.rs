@@ -50,6 +50,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     served(ApiKey::DescribeGroups, 0, 6),
     served(ApiKey::DeleteGroups, 0, 2),
     served(ApiKey::OffsetDelete, 0, 0),
+    served(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    served(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The versions served for `key`, if it is served at all.

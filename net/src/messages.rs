@@ -14,6 +14,9 @@ use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::TopicPartition;
 
 use crate::codes::KafkaError;
+use crate::groups::consumer::{
+    ConsumerGroupDescription, ConsumerHeartbeat, ConsumerHeartbeatResponse, HeartbeatError,
+};
 use crate::groups::storage::CommittedOffset;
 use crate::groups::{
     GroupDescription, GroupResponse, HeartbeatRequest, JoinRequest, LeaveRequest, SyncRequest,
@@ -150,17 +153,17 @@ pub enum GroupRequest {
         group_id: String,
         request: LeaveRequest,
     },
-    /// OffsetCommit of partitions already known to exist.
-    Commit {
-        group_id: String,
-        member_id: String,
-        generation_id: i32,
-        group_instance_id: Option<String>,
-        offsets: Vec<((String, i32), CommittedOffset)>,
-    },
-    /// OffsetFetch; `None` partitions means every committed offset of the group.
-    Fetch(Vec<(String, Option<GroupPartitions>)>),
+    Commit(OffsetCommit),
+    /// OffsetFetch, per group.
+    Fetch(Vec<(String, OffsetsWanted)>),
     Describe(Vec<String>),
+    /// ConsumerGroupHeartbeat (KIP-848).
+    ConsumerHeartbeat {
+        group_id: String,
+        request: ConsumerHeartbeat,
+    },
+    /// ConsumerGroupDescribe.
+    ConsumerDescribe(Vec<String>),
     /// ListGroups: every group this shard coordinates.
     List,
     Delete(Vec<String>),
@@ -168,6 +171,39 @@ pub enum GroupRequest {
         group_id: String,
         partitions: GroupPartitions,
     },
+}
+
+/// OffsetCommit of partitions already known to exist.
+#[derive(Debug)]
+pub struct OffsetCommit {
+    pub group_id: String,
+    pub member_id: String,
+    /// The classic generation, or the member epoch of a consumer-protocol member (v9+).
+    pub generation_id: i32,
+    pub group_instance_id: Option<String>,
+    /// The request's version: a consumer-protocol member must commit with v9+.
+    pub api_version: i16,
+    pub offsets: Vec<((String, i32), CommittedOffset)>,
+}
+
+/// What OffsetFetch asks of one group.
+#[derive(Debug)]
+pub struct OffsetsWanted {
+    /// `None`: every committed offset of the group.
+    pub partitions: Option<GroupPartitions>,
+    /// (member id, member epoch) of a consumer-protocol member asking (v9+), checked as Kafka
+    /// does so that a fenced member does not resume from offsets it may not own.
+    pub member: Option<(String, i32)>,
+}
+
+/// A group as ListGroups reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
 }
 
 /// One group's committed offsets as OffsetFetch reports them (`None`: nothing committed).
@@ -181,7 +217,9 @@ pub enum GroupReply {
     Fetched(Vec<Result<FetchedOffsets, KafkaError>>),
     /// `Ok(None)`: no such group.
     Described(Vec<Result<Option<GroupDescription>, KafkaError>>),
-    Listed(Vec<GroupDescription>),
+    ConsumerHeartbeat(Result<ConsumerHeartbeatResponse, HeartbeatError>),
+    ConsumerDescribed(Vec<Result<ConsumerGroupDescription, KafkaError>>),
+    Listed(Vec<ListedGroup>),
     Deleted(Vec<Result<(), KafkaError>>),
     /// A group-level error, or one result per partition.
     OffsetsDeleted(Result<Vec<Result<(), KafkaError>>, KafkaError>),

@@ -215,6 +215,22 @@ fn request_for(key: ApiKey, version: i16, topic_id: u128) -> RequestKind {
                         ]),
                 ]),
         ),
+        // A join of the new protocol: every version joins as its own member.
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str(CONSUMER_GROUP)))
+                .with_member_id(StrBytes::from_string(format!("sweep-member-v{version}")))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![topic()]))
+                .with_topic_partitions(Some(Vec::new())),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+                GroupId(StrBytes::from_static_str(CONSUMER_GROUP)),
+                group(),
+            ]),
+        ),
         other => panic!("no request for {other:?}"),
     }
 }
@@ -224,6 +240,9 @@ const TOPIC: &str = "sweep";
 
 /// The consumer group every group request names.
 const GROUP: &str = "sweep-group";
+
+/// The consumer-protocol group (KIP-848) the new group APIs name.
+const CONSUMER_GROUP: &str = "sweep-consumer-group";
 
 /// A member id the group never gave out.
 const UNKNOWN_MEMBER: &str = "sweep-unknown-member";

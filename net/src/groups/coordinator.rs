@@ -15,13 +15,19 @@ use ringlog_engine::log::{now_ms, PartitionLog, ReadLimit};
 use ringlog_engine::rt::{self, TaskClass};
 
 use super::classic::{
-    Group, GroupAction, GroupConfig, GroupDescription, GroupEvent, GroupResponse, GroupState,
-    RequestToken,
+    Group, GroupAction, GroupConfig, GroupEvent, GroupResponse, GroupState, RequestToken,
 };
-use super::storage::{self, CommittedOffset, RecordKey};
+use super::consumer::{
+    ConsumerConfig, ConsumerGroup, ConsumerGroupDescription, ConsumerHeartbeat,
+    ConsumerHeartbeatResponse, HeartbeatError, JOIN_GROUP_MEMBER_EPOCH,
+};
+use super::storage::{self, CommittedOffset, RecordKey, StoredGroup};
 use crate::broker::Broker;
 use crate::codes::KafkaError;
-use crate::messages::{FetchedOffsets, GroupPartitions, GroupReply, GroupRequest};
+use crate::messages::{
+    FetchedOffsets, GroupPartitions, GroupReply, GroupRequest, ListedGroup, OffsetCommit,
+    OffsetsWanted,
+};
 
 /// How often each shard looks for groups whose deadline (session, join phase, pending member)
 /// has passed. Session timeouts are at least 6 s, so 100 ms late is 2 % of the shortest one, and
@@ -38,11 +44,65 @@ enum Load {
     Loaded,
 }
 
+/// The group a group id names. It speaks one protocol at a time: an empty group of one kind
+/// becomes the other when a member of the other protocol arrives, as Kafka converts them.
+#[derive(Clone)]
+enum AnyGroup {
+    Classic(Group),
+    Consumer(ConsumerGroup),
+}
+
+impl AnyGroup {
+    fn is_empty(&self) -> bool {
+        match self {
+            AnyGroup::Classic(group) => {
+                matches!(group.state(), GroupState::Empty | GroupState::Dead)
+            }
+            AnyGroup::Consumer(group) => group.is_empty(),
+        }
+    }
+
+    fn next_deadline_ms(&self) -> Option<i64> {
+        match self {
+            AnyGroup::Classic(group) => group.next_deadline_ms(),
+            AnyGroup::Consumer(group) => group.next_deadline_ms(),
+        }
+    }
+
+    fn listed(&self) -> Option<ListedGroup> {
+        match self {
+            AnyGroup::Classic(group) if group.state() == GroupState::Dead => None,
+            AnyGroup::Classic(group) => {
+                let description = group.describe();
+                Some(ListedGroup {
+                    group_id: description.group_id,
+                    protocol_type: description.protocol_type,
+                    state: description.state.name(),
+                    group_type: GROUP_TYPE_CLASSIC,
+                })
+            }
+            AnyGroup::Consumer(group) => Some(ListedGroup {
+                group_id: group.group_id().to_string(),
+                protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                state: group.state().name(),
+                group_type: GROUP_TYPE_CONSUMER,
+            }),
+        }
+    }
+}
+
+/// KIP-848's names for the two kinds of group (ListGroups' `GroupType`).
+pub const GROUP_TYPE_CLASSIC: &str = "classic";
+pub const GROUP_TYPE_CONSUMER: &str = "consumer";
+
+/// The protocol type a consumer-protocol group reports (what classic consumers also use).
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
 /// A group and its committed offsets, with a lock held while an event's actions are carried
 /// out, so that a `Persist` is durable before any later `Respond` of the same group is sent.
 struct GroupSlot {
     partition: i32,
-    group: RefCell<Group>,
+    group: RefCell<AnyGroup>,
     offsets: RefCell<BTreeMap<(String, i32), CommittedOffset>>,
     busy: Cell<bool>,
     idle: Event,
@@ -61,7 +121,7 @@ impl Drop for Turn<'_> {
 }
 
 impl GroupSlot {
-    fn new(partition: i32, group: Group) -> Rc<GroupSlot> {
+    fn new(partition: i32, group: AnyGroup) -> Rc<GroupSlot> {
         Rc::new(GroupSlot {
             partition,
             group: RefCell::new(group),
@@ -111,6 +171,7 @@ impl Completion {
 #[derive(Default)]
 pub struct GroupCoordinator {
     config: GroupConfig,
+    consumer_config: ConsumerConfig,
     partitions: RefCell<HashMap<i32, Load>>,
     groups: RefCell<HashMap<String, Rc<GroupSlot>>>,
     pending: RefCell<HashMap<RequestToken, Rc<Completion>>>,
@@ -147,8 +208,23 @@ impl GroupCoordinator {
             .collect();
         for slot in due {
             let _turn = slot.turn().await;
-            let actions = slot.group.borrow_mut().handle(GroupEvent::Tick, now_ms());
+            let now = now_ms();
+            let (actions, snapshot) = match &mut *slot.group.borrow_mut() {
+                AnyGroup::Classic(classic) => (classic.handle(GroupEvent::Tick, now), None),
+                AnyGroup::Consumer(consumer) => (
+                    Vec::new(),
+                    consumer
+                        .expire(now)
+                        .then(|| StoredGroup::Consumer(consumer.snapshot())),
+                ),
+            };
             self.perform(broker, &slot, actions).await;
+            if let Some(snapshot) = snapshot {
+                if let Err(error) = self.persist(broker, &slot, &snapshot).await {
+                    // The expired members come back on a restart and expire again.
+                    tracing::error!(?error, "consumer group snapshot not written");
+                }
+            }
         }
     }
 
@@ -183,27 +259,13 @@ impl GroupCoordinator {
                 })
                 .await,
             ),
-            GroupRequest::Commit {
-                group_id,
-                member_id,
-                generation_id,
-                group_instance_id,
-                offsets,
-            } => GroupReply::Committed(
-                self.commit(
-                    broker,
-                    &group_id,
-                    &member_id,
-                    generation_id,
-                    group_instance_id.as_deref(),
-                    offsets,
-                )
-                .await,
-            ),
+            GroupRequest::Commit(commit) => {
+                GroupReply::Committed(self.commit(broker, commit).await)
+            }
             GroupRequest::Fetch(groups) => GroupReply::Fetched(
                 groups
                     .into_iter()
-                    .map(|(group_id, partitions)| self.fetch(&group_id, partitions))
+                    .map(|(group_id, wanted)| self.fetch(&group_id, wanted))
                     .collect(),
             ),
             GroupRequest::Describe(groups) => GroupReply::Described(
@@ -211,18 +273,32 @@ impl GroupCoordinator {
                     .iter()
                     .map(|group_id| {
                         self.check_coordinator(group_id)?;
-                        Ok(self
-                            .slot(group_id)
-                            .map(|slot| slot.group.borrow().describe()))
+                        let Some(slot) = self.slot(group_id) else {
+                            return Ok(None);
+                        };
+                        let group = slot.group.borrow();
+                        match &*group {
+                            AnyGroup::Classic(group) => Ok(Some(group.describe())),
+                            // Kafka 4.0: "Group {id} is not a classic group."
+                            AnyGroup::Consumer(_) => Err(KafkaError::GroupIdNotFound),
+                        }
                     })
                     .collect(),
+            ),
+            GroupRequest::ConsumerDescribe(groups) => GroupReply::ConsumerDescribed(
+                groups
+                    .iter()
+                    .map(|group_id| self.consumer_describe(group_id))
+                    .collect(),
+            ),
+            GroupRequest::ConsumerHeartbeat { group_id, request } => GroupReply::ConsumerHeartbeat(
+                self.consumer_heartbeat(broker, &group_id, request).await,
             ),
             GroupRequest::List => GroupReply::Listed(
                 self.groups
                     .borrow()
                     .values()
-                    .map(|slot| slot.group.borrow().describe())
-                    .filter(|group| group.state != GroupState::Dead)
+                    .filter_map(|slot| slot.group.borrow().listed())
                     .collect(),
             ),
             GroupRequest::Delete(groups) => {
@@ -255,17 +331,47 @@ impl GroupCoordinator {
         self.groups.borrow().get(group_id).cloned()
     }
 
-    fn slot_or_new(&self, group_id: &str, partition: i32) -> Rc<GroupSlot> {
+    fn slot_or_new(
+        &self,
+        group_id: &str,
+        partition: i32,
+        new: impl FnOnce() -> AnyGroup,
+    ) -> Rc<GroupSlot> {
         let mut groups = self.groups.borrow_mut();
         Rc::clone(
             groups
                 .entry(group_id.to_string())
-                .or_insert_with(|| GroupSlot::new(partition, self.new_group(group_id))),
+                .or_insert_with(|| GroupSlot::new(partition, new())),
         )
     }
 
-    fn new_group(&self, group_id: &str) -> Group {
-        Group::new(group_id.to_string(), self.config.clone(), fastrand::u64(..))
+    fn new_group(&self, group_id: &str) -> AnyGroup {
+        AnyGroup::Classic(Group::new(
+            group_id.to_string(),
+            self.config.clone(),
+            fastrand::u64(..),
+        ))
+    }
+
+    fn new_consumer_group(&self, group_id: &str) -> AnyGroup {
+        AnyGroup::Consumer(ConsumerGroup::new(
+            group_id.to_string(),
+            self.consumer_config.clone(),
+            fastrand::u64(..),
+        ))
+    }
+
+    /// Forgets a group created for a request that left it empty (a refused first heartbeat),
+    /// so that failed joins do not leave groups behind.
+    fn forget_if_empty(&self, group_id: &str, slot: &Rc<GroupSlot>) {
+        let mut groups = self.groups.borrow_mut();
+        let same = groups
+            .get(group_id)
+            .is_some_and(|current| Rc::ptr_eq(current, slot));
+        let untouched = slot.offsets.borrow().is_empty() && slot.group.borrow().is_empty();
+        if same && untouched {
+            groups.remove(group_id);
+        }
     }
 
     /// Feeds a member request to its group and waits for the group's answer to it (a JoinGroup
@@ -289,18 +395,138 @@ impl GroupCoordinator {
             .insert(token, Rc::clone(&completion));
         let slot = match (self.slot(group_id), create) {
             (Some(slot), _) => slot,
-            (None, true) => self.slot_or_new(group_id, partition),
+            (None, true) => self.slot_or_new(group_id, partition, || self.new_group(group_id)),
             // Not kept: a request for an unknown group must not create one. A fresh group
             // answers it as Kafka does for a missing group (UNKNOWN_MEMBER_ID).
             (None, false) => GroupSlot::new(partition, self.new_group(group_id)),
         };
         {
             let _turn = slot.turn().await;
-            let actions = slot.group.borrow_mut().handle(event(token), now_ms());
+            let actions = {
+                let mut group = slot.group.borrow_mut();
+                if let AnyGroup::Consumer(consumer) = &*group {
+                    if !consumer.is_empty() {
+                        self.pending.borrow_mut().remove(&token);
+                        // A classic member cannot join a group of the new protocol's members.
+                        return Err(match create {
+                            true => KafkaError::InconsistentGroupProtocol,
+                            false => KafkaError::GroupIdNotFound,
+                        });
+                    }
+                    *group = self.new_group(group_id);
+                }
+                let AnyGroup::Classic(classic) = &mut *group else {
+                    unreachable!("made classic above");
+                };
+                classic.handle(event(token), now_ms())
+            };
             self.perform(broker, &slot, actions).await;
         }
         let response = completion.wait().await;
         Ok(response)
+    }
+
+    /// Serves a ConsumerGroupHeartbeat: answered at once, after any change it made to the group
+    /// is durable. A change that cannot be written is undone, and the member told to retry.
+    async fn consumer_heartbeat(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        request: ConsumerHeartbeat,
+    ) -> Result<ConsumerHeartbeatResponse, HeartbeatError> {
+        let error = |error: KafkaError, message: String| HeartbeatError { error, message };
+        let partition = self
+            .check_coordinator(group_id)
+            .map_err(|kafka| error(kafka, format!("{kafka:?}")))?;
+        if group_id.is_empty() || group_id.len() > storage::NAME_BYTES_MAX {
+            return Err(error(
+                KafkaError::InvalidRequest,
+                "GroupId can't be empty.".to_string(),
+            ));
+        }
+        let slot = match self.slot(group_id) {
+            Some(slot) => slot,
+            None if request.member_epoch == JOIN_GROUP_MEMBER_EPOCH => {
+                self.slot_or_new(group_id, partition, || self.new_consumer_group(group_id))
+            }
+            // Kafka answers UNKNOWN_MEMBER_ID, so the member joins afresh.
+            None => {
+                return Err(error(
+                    KafkaError::UnknownMemberId,
+                    format!("Group {group_id} not found."),
+                ))
+            }
+        };
+        let result = {
+            let _turn = slot.turn().await;
+            let before = slot.group.borrow().clone();
+            let outcome = {
+                let mut group = slot.group.borrow_mut();
+                if let AnyGroup::Classic(classic) = &*group {
+                    if classic.member_count() > 0 {
+                        return Err(error(
+                            KafkaError::GroupIdNotFound,
+                            format!("Group {group_id} is not a consumer group."),
+                        ));
+                    }
+                    *group = self.new_consumer_group(group_id);
+                }
+                let AnyGroup::Consumer(consumer) = &mut *group else {
+                    unreachable!("made a consumer group above");
+                };
+                let image = broker.metadata();
+                let outcome = consumer.heartbeat(request, &image, now_ms());
+                let snapshot = outcome
+                    .persist
+                    .then(|| StoredGroup::Consumer(consumer.snapshot()));
+                (outcome.result, snapshot)
+            };
+            match outcome {
+                (result, None) => result,
+                (result, Some(snapshot)) => match self.persist(broker, &slot, &snapshot).await {
+                    Ok(()) => result,
+                    Err(kafka) => {
+                        *slot.group.borrow_mut() = before;
+                        Err(error(
+                            kafka,
+                            "the group's change was not written".to_string(),
+                        ))
+                    }
+                },
+            }
+        };
+        self.forget_if_empty(group_id, &slot);
+        result
+    }
+
+    fn consumer_describe(&self, group_id: &str) -> Result<ConsumerGroupDescription, KafkaError> {
+        self.check_coordinator(group_id)?;
+        let slot = self.slot(group_id).ok_or(KafkaError::GroupIdNotFound)?;
+        let group = slot.group.borrow();
+        match &*group {
+            AnyGroup::Consumer(group) => Ok(group.describe()),
+            AnyGroup::Classic(_) => Err(KafkaError::GroupIdNotFound),
+        }
+    }
+
+    /// Appends a group's snapshot to its offsets partition; returns once it is durable.
+    async fn persist(
+        &self,
+        broker: &Broker,
+        slot: &GroupSlot,
+        snapshot: &StoredGroup,
+    ) -> Result<(), KafkaError> {
+        let group_id = match snapshot {
+            StoredGroup::Classic(snapshot) => &snapshot.group_id,
+            StoredGroup::Consumer(snapshot) => &snapshot.group_id,
+        };
+        let key = RecordKey::Group {
+            group_id: group_id.clone(),
+        }
+        .encode();
+        let value = storage::encode_group(snapshot);
+        let records = [(Some(key.as_slice()), Some(value.as_slice()))];
+        self.append(broker, slot.partition, &records).await
     }
 
     /// Carries out a group's actions in order: a snapshot is durable before any later response
@@ -311,14 +537,10 @@ impl GroupCoordinator {
         for action in actions {
             match action {
                 GroupAction::Persist(snapshot) => {
-                    let key = RecordKey::Group {
-                        group_id: snapshot.group_id.clone(),
-                    }
-                    .encode();
-                    let value = storage::encode_group(&snapshot);
-                    let records = [(Some(key.as_slice()), Some(value.as_slice()))];
-                    if let Err(error) = self.append(broker, slot.partition, &records).await {
-                        tracing::error!(group = %snapshot.group_id, ?error, "group snapshot not written");
+                    let group_id = snapshot.group_id.clone();
+                    let stored = StoredGroup::Classic(snapshot);
+                    if let Err(error) = self.persist(broker, slot, &stored).await {
+                        tracing::error!(group = %group_id, ?error, "group snapshot not written");
                         persist_failed = true;
                     }
                 }
@@ -365,15 +587,17 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    async fn commit(
-        &self,
-        broker: &Broker,
-        group_id: &str,
-        member_id: &str,
-        generation_id: i32,
-        group_instance_id: Option<&str>,
-        offsets: Vec<((String, i32), CommittedOffset)>,
-    ) -> Result<(), KafkaError> {
+    async fn commit(&self, broker: &Broker, commit: OffsetCommit) -> Result<(), KafkaError> {
+        let OffsetCommit {
+            group_id,
+            member_id,
+            generation_id,
+            group_instance_id,
+            api_version,
+            offsets,
+        } = commit;
+        let (group_id, member_id) = (group_id.as_str(), member_id.as_str());
+        let group_instance_id = group_instance_id.as_deref();
         let partition = self.check_coordinator(group_id)?;
         if group_id.len() > storage::NAME_BYTES_MAX {
             return Err(KafkaError::InvalidGroupId);
@@ -383,16 +607,18 @@ impl GroupCoordinator {
             Some(slot) => slot,
             // Kafka creates the group for a simple commit; a member's commit to a group that
             // does not exist names a generation that does not either.
-            None if simple => self.slot_or_new(group_id, partition),
+            None if simple => self.slot_or_new(group_id, partition, || self.new_group(group_id)),
             None => return Err(KafkaError::IllegalGeneration),
         };
         let _turn = slot.turn().await;
-        slot.group.borrow_mut().validate_commit(
-            member_id,
-            generation_id,
-            group_instance_id,
-            now_ms(),
-        )?;
+        match &mut *slot.group.borrow_mut() {
+            AnyGroup::Classic(group) => {
+                group.validate_commit(member_id, generation_id, group_instance_id, now_ms())?
+            }
+            AnyGroup::Consumer(group) => {
+                group.validate_commit(member_id, generation_id, api_version)?
+            }
+        }
         if offsets.is_empty() {
             return Ok(());
         }
@@ -416,13 +642,15 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    fn fetch(
-        &self,
-        group_id: &str,
-        partitions: Option<GroupPartitions>,
-    ) -> Result<FetchedOffsets, KafkaError> {
+    fn fetch(&self, group_id: &str, wanted: OffsetsWanted) -> Result<FetchedOffsets, KafkaError> {
         self.check_coordinator(group_id)?;
         let slot = self.slot(group_id);
+        if let (Some(slot), Some((member_id, member_epoch))) = (&slot, &wanted.member) {
+            if let AnyGroup::Consumer(group) = &*slot.group.borrow() {
+                group.validate_fetch(member_id, *member_epoch)?;
+            }
+        }
+        let partitions = wanted.partitions;
         let committed = slot.as_ref().map(|slot| slot.offsets.borrow());
         let lookup = |key: &(String, i32)| {
             committed
@@ -453,8 +681,12 @@ impl GroupCoordinator {
         let partition = self.check_coordinator(group_id)?;
         let slot = self.slot(group_id).ok_or(KafkaError::GroupIdNotFound)?;
         let _turn = slot.turn().await;
-        if slot.group.borrow().state() != GroupState::Empty {
-            return Err(KafkaError::NonEmptyGroup);
+        match &*slot.group.borrow() {
+            AnyGroup::Classic(group) if group.state() == GroupState::Dead => {
+                return Err(KafkaError::GroupIdNotFound)
+            }
+            group if !group.is_empty() => return Err(KafkaError::NonEmptyGroup),
+            _ => {}
         }
         let mut keys = vec![RecordKey::Group {
             group_id: group_id.to_string(),
@@ -473,7 +705,9 @@ impl GroupCoordinator {
             .map(|key| (Some(key.as_slice()), None))
             .collect();
         self.append(broker, partition, &records).await?;
-        slot.group.borrow_mut().delete()?;
+        if let AnyGroup::Classic(group) = &mut *slot.group.borrow_mut() {
+            group.delete()?;
+        }
         slot.offsets.borrow_mut().clear();
         self.groups.borrow_mut().remove(group_id);
         Ok(())
@@ -488,7 +722,17 @@ impl GroupCoordinator {
         let partition = self.check_coordinator(group_id)?;
         let slot = self.slot(group_id).ok_or(KafkaError::GroupIdNotFound)?;
         let _turn = slot.turn().await;
-        let subscribed = subscribed_topics(&slot.group.borrow());
+        let subscribed = match &*slot.group.borrow() {
+            AnyGroup::Classic(group) => subscribed_topics(group),
+            AnyGroup::Consumer(group) if group.is_empty() => Subscription::None,
+            AnyGroup::Consumer(group) => Subscription::Topics(
+                partitions
+                    .iter()
+                    .map(|(topic, _)| topic.clone())
+                    .filter(|topic| group.is_subscribed_to(topic))
+                    .collect(),
+            ),
+        };
         let results: Vec<Result<(), KafkaError>> = partitions
             .iter()
             .map(|(topic, _)| match &subscribed {
@@ -606,17 +850,24 @@ impl GroupCoordinator {
                 .flatten()
                 .and_then(|value| storage::decode_group(&value).ok());
             let group = match snapshot {
-                Some(snapshot) => {
-                    match Group::restore(snapshot, self.config.clone(), fastrand::u64(..), now) {
-                        Ok(group) => group,
-                        Err(error) => {
-                            tracing::warn!(%error, "group not restored; starting it empty");
-                            self.new_group(&group_id)
-                        }
-                    }
+                Some(StoredGroup::Classic(snapshot)) => {
+                    Group::restore(snapshot, self.config.clone(), fastrand::u64(..), now)
+                        .map(AnyGroup::Classic)
+                        .map_err(|error| error.to_string())
                 }
-                None => self.new_group(&group_id),
+                Some(StoredGroup::Consumer(snapshot)) => ConsumerGroup::restore(
+                    snapshot,
+                    self.consumer_config.clone(),
+                    fastrand::u64(..),
+                    now,
+                )
+                .map(AnyGroup::Consumer),
+                None => Ok(self.new_group(&group_id)),
             };
+            let group = group.unwrap_or_else(|error| {
+                tracing::warn!(group = %group_id, %error, "group not restored; starting it empty");
+                self.new_group(&group_id)
+            });
             let slot = GroupSlot::new(partition, group);
             *slot.offsets.borrow_mut() = offsets.remove(&group_id).unwrap_or_default();
             self.groups.borrow_mut().insert(group_id, slot);
@@ -636,15 +887,6 @@ impl GroupCoordinator {
         self.groups
             .borrow_mut()
             .retain(|_, slot| slot.partition != partition);
-    }
-
-    /// The description of every group, for tests and tools.
-    pub fn describe_all(&self) -> Vec<GroupDescription> {
-        self.groups
-            .borrow()
-            .values()
-            .map(|slot| slot.group.borrow().describe())
-            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ use ringlog_engine::format::{self, BatchInfo, BATCH_HEADER_BYTES};
 use ringlog_engine::TopicPartition;
 
 use super::classic::GroupSnapshot;
+use super::consumer::ConsumerGroupSnapshot;
 
 /// The internal topic holding committed offsets and group snapshots (Kafka's name, so tools
 /// that hide internal topics hide it).
@@ -27,6 +28,9 @@ const KEY_GROUP: u8 = 1;
 
 /// The first byte of a value: its layout version.
 const VALUE_VERSION: u8 = 0;
+
+/// The first byte of a group value holding a consumer-protocol group's snapshot.
+const GROUP_VALUE_CONSUMER: u8 = 1;
 
 /// The partition of [`OFFSETS_TOPIC`] that holds `group_id`: FNV-1a (64-bit) of the group id's
 /// UTF-8 bytes modulo [`OFFSETS_PARTITION_COUNT`]. FNV-1a is fixed by its definition, so the
@@ -151,20 +155,41 @@ pub fn decode_offset(bytes: &[u8]) -> Result<CommittedOffset, String> {
     })
 }
 
-/// A group record's value: the version byte, then the snapshot as JSON (a snapshot is written
+/// A group record's value: a layout byte, then the snapshot as JSON (a snapshot is written
 /// once per rebalance, so compactness matters less than being readable with `ringlog log dump`).
-pub fn encode_group(snapshot: &GroupSnapshot) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
-    out.extend_from_slice(
-        &serde_json::to_vec(snapshot).expect("a group snapshot serializes to JSON"),
-    );
+/// The layout byte says which protocol the group speaks: [`VALUE_VERSION`] a classic group,
+/// [`GROUP_VALUE_CONSUMER`] a consumer-protocol (KIP-848) group. A group id has one record key
+/// whichever it speaks, so the latest snapshot also says which it speaks now.
+pub fn encode_group(snapshot: &StoredGroup) -> Vec<u8> {
+    let (layout, json) = match snapshot {
+        StoredGroup::Classic(snapshot) => (VALUE_VERSION, serde_json::to_vec(snapshot)),
+        StoredGroup::Consumer(snapshot) => (GROUP_VALUE_CONSUMER, serde_json::to_vec(snapshot)),
+    };
+    let mut out = vec![layout];
+    out.extend_from_slice(&json.expect("a group snapshot serializes to JSON"));
     out
 }
 
-pub fn decode_group(bytes: &[u8]) -> Result<GroupSnapshot, String> {
+pub fn decode_group(bytes: &[u8]) -> Result<StoredGroup, String> {
     let mut reader = Reader { bytes };
-    reader.version()?;
-    serde_json::from_slice(reader.bytes).map_err(|error| format!("group snapshot: {error}"))
+    let layout = reader.u8()?;
+    let json = reader.bytes;
+    match layout {
+        VALUE_VERSION => serde_json::from_slice(json)
+            .map(StoredGroup::Classic)
+            .map_err(|error| format!("group snapshot: {error}")),
+        GROUP_VALUE_CONSUMER => serde_json::from_slice(json)
+            .map(StoredGroup::Consumer)
+            .map_err(|error| format!("consumer group snapshot: {error}")),
+        other => Err(format!("unknown group value layout {other}")),
+    }
+}
+
+/// A stored group snapshot, of either protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredGroup {
+    Classic(GroupSnapshot),
+    Consumer(ConsumerGroupSnapshot),
 }
 
 /// A stored record's key and value; `None` is Kafka's null.
@@ -357,8 +382,22 @@ mod tests {
                 assignment: vec![3, 4],
             }],
         };
-        let bytes = encode_group(&snapshot);
-        assert_eq!(decode_group(&bytes).expect("decodes"), snapshot);
+        let stored = StoredGroup::Classic(snapshot);
+        let bytes = encode_group(&stored);
+        assert_eq!(bytes[0], VALUE_VERSION);
+        assert_eq!(decode_group(&bytes).expect("decodes"), stored);
+        let consumer = StoredGroup::Consumer(ConsumerGroupSnapshot {
+            version: crate::groups::consumer::CONSUMER_SNAPSHOT_VERSION,
+            group_id: "g".into(),
+            group_epoch: 4,
+            assignment_epoch: 4,
+            subscribed_topics: vec![("t".into(), u128::MAX - 1, 6)],
+            members: Vec::new(),
+        });
+        let bytes = encode_group(&consumer);
+        assert_eq!(bytes[0], GROUP_VALUE_CONSUMER);
+        assert_eq!(decode_group(&bytes).expect("decodes"), consumer);
+        assert!(decode_group(&[7, b'{', b'}']).is_err(), "unknown layout");
     }
 
     #[test]

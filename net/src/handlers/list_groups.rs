@@ -1,5 +1,5 @@
 //! ListGroups: every shard lists the groups it coordinates; v4+ filter by state, v5+ by type
-//! (every group here is "classic").
+//! ("classic" or "consumer").
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -9,9 +9,6 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::codes::KafkaError;
 use crate::messages::{BrokerRequest, BrokerResponse, GroupReply, GroupRequest};
-
-/// The type of every group this broker serves (KIP-848's name for the classic protocol).
-const GROUP_TYPE_CLASSIC: &str = "classic";
 
 pub async fn handle(
     broker: &Broker,
@@ -37,9 +34,6 @@ pub async fn handle(
         .iter()
         .map(|kind| kind.to_lowercase())
         .collect();
-    if !types.is_empty() && !types.iter().any(|kind| kind == GROUP_TYPE_CLASSIC) {
-        return ListGroupsResponse::default();
-    }
     let mut error = None;
     let mut groups = Vec::new();
     for response in broker.call_each(calls).await {
@@ -48,8 +42,11 @@ pub async fn handle(
             continue;
         };
         for group in listed {
-            let state = group.state.name();
+            let state = group.state;
             if !states.is_empty() && !states.contains(&state.to_lowercase()) {
+                continue;
+            }
+            if !types.is_empty() && !types.iter().any(|kind| kind == group.group_type) {
                 continue;
             }
             let mut entry = ListedGroup::default()
@@ -59,7 +56,7 @@ pub async fn handle(
                 entry.group_state = str_bytes(state);
             }
             if version >= 5 {
-                entry.group_type = str_bytes(GROUP_TYPE_CLASSIC);
+                entry.group_type = str_bytes(group.group_type);
             }
             groups.push(entry);
         }

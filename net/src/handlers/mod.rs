@@ -3,6 +3,8 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -121,6 +123,12 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Option<ResponseK
         RequestKind::DeleteGroups(body) => {
             ResponseKind::DeleteGroups(delete_groups::handle(broker, body, version).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(body) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group_heartbeat::handle(broker, body, version, client_id, client_host).await,
+        ),
+        RequestKind::ConsumerGroupDescribe(body) => ResponseKind::ConsumerGroupDescribe(
+            consumer_group_describe::handle(broker, body, version).await,
+        ),
         RequestKind::OffsetDelete(body) => {
             ResponseKind::OffsetDelete(offset_delete::handle(broker, body, version).await)
         }

@@ -10,7 +10,7 @@ use ringlog_engine::log::now_ms;
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
 use crate::groups::storage::CommittedOffset;
-use crate::messages::{GroupReply, GroupRequest};
+use crate::messages::{GroupReply, GroupRequest, OffsetCommit};
 
 pub async fn handle(
     broker: &Broker,
@@ -66,13 +66,14 @@ pub async fn handle(
         let reply = broker
             .call_coordinator(
                 &group_id,
-                GroupRequest::Commit {
+                GroupRequest::Commit(OffsetCommit {
                     group_id: group_id.clone(),
                     member_id: request.member_id.to_string(),
                     generation_id: request.generation_id_or_member_epoch,
                     group_instance_id: request.group_instance_id.map(|id| id.to_string()),
+                    api_version: version,
                     offsets,
-                },
+                }),
             )
             .await;
         let code = match reply {

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 use super::{call_coordinators, str_bytes};
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::messages::{FetchedOffsets, GroupPartitions, GroupReply, GroupRequest};
+use crate::messages::{FetchedOffsets, GroupReply, GroupRequest, OffsetsWanted};
 
 /// The offset reported for a partition with nothing committed.
 const NO_OFFSET: i64 = -1;
@@ -21,7 +21,7 @@ pub async fn handle(
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
-    let asked: Vec<(String, Option<GroupPartitions>)> = if version < 8 {
+    let asked: Vec<(String, OffsetsWanted)> = if version < 8 {
         let topics = request.topics.as_ref().map(|topics| {
             topics
                 .iter()
@@ -33,7 +33,11 @@ pub async fn handle(
                 })
                 .collect()
         });
-        vec![(request.group_id.0.to_string(), topics)]
+        let wanted = OffsetsWanted {
+            partitions: topics,
+            member: None,
+        };
+        vec![(request.group_id.0.to_string(), wanted)]
     } else {
         request
             .groups
@@ -50,7 +54,16 @@ pub async fn handle(
                         })
                         .collect()
                 });
-                (group.group_id.0.to_string(), topics)
+                // v9+: a consumer-protocol member names itself (null member id: anyone).
+                let member = group
+                    .member_id
+                    .as_ref()
+                    .map(|member_id| (member_id.to_string(), group.member_epoch));
+                let wanted = OffsetsWanted {
+                    partitions: topics,
+                    member,
+                };
+                (group.group_id.0.to_string(), wanted)
             })
             .collect()
     };
