@@ -64,6 +64,7 @@ impl Broker {
         shard_count: usize,
         controller: Option<Controller>,
     ) -> Rc<Broker> {
+        let groups = GroupCoordinator::new(config.offsets_checkpoint_records_min);
         Rc::new(Broker {
             config,
             shard_id: shard.id(),
@@ -74,7 +75,7 @@ impl Broker {
             table: RefCell::new(ShardTable::new(shard_count)),
             producers: RefCell::new(HashMap::new()),
             controller,
-            groups: GroupCoordinator::default(),
+            groups,
             ready: Cell::new(false),
             ready_event: Event::new(),
         })

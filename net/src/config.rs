@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     /// Broker-wide topic config defaults under Kafka's topic config names (`retention.ms`, ...),
     /// applied to topics created without their own value.
     pub topic_defaults: Vec<(String, String)>,
+    /// Records an offsets partition holds before it is checkpointed (Ringlog's own; Kafka
+    /// compacts `__consumer_offsets` instead). Only tests lower it.
+    pub offsets_checkpoint_records_min: u64,
 }
 
 impl BrokerConfig {
@@ -62,6 +65,8 @@ impl BrokerConfig {
             num_partitions: NUM_PARTITIONS_DEFAULT,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
             topic_defaults: Vec::new(),
+            offsets_checkpoint_records_min:
+                crate::groups::coordinator::OFFSETS_CHECKPOINT_RECORDS_MIN,
         }
     }
 

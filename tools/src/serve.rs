@@ -342,6 +342,8 @@ impl Layer {
                 .socket_request_max_bytes
                 .unwrap_or(defaults.socket_request_max_bytes),
             topic_defaults: self.topic_defaults.unwrap_or(defaults.topic_defaults),
+            // Not an operator setting: only tests checkpoint offsets partitions sooner.
+            offsets_checkpoint_records_min: defaults.offsets_checkpoint_records_min,
         }
     }
 }

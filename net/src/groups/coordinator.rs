@@ -37,11 +37,111 @@ pub const GROUP_TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// Bytes read per step while replaying an offsets partition.
 const REPLAY_READ_BYTES: usize = 4 << 20;
 
+/// An offsets partition is checkpointed (every live record rewritten at its end, everything
+/// before dropped) once it holds this many records and at least
+/// [`OFFSETS_CHECKPOINT_GROWTH_FACTOR`] times its live ones. 100,000 small records replay in
+/// well under a second at start-up, and a checkpoint per 100,000 commits costs little.
+pub const OFFSETS_CHECKPOINT_RECORDS_MIN: u64 = 100_000;
+
+/// How many times its live records an offsets partition may hold before it is checkpointed:
+/// each checkpoint rewrites the live records once, so the rewriting costs at most a quarter of
+/// the appends, and start-up replays at most four times the live records.
+pub const OFFSETS_CHECKPOINT_GROWTH_FACTOR: u64 = 4;
+
+/// Largest batch a checkpoint appends: well under the default `max.message.bytes` (1 MiB), so
+/// a checkpoint is never refused, and large enough that few batches make one.
+const CHECKPOINT_BATCH_BYTES: usize = 256 << 10;
+
 /// A loaded offsets partition, or one still being replayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Load {
     Loading,
     Loaded,
+}
+
+/// One offsets partition owned by this shard.
+struct OffsetsPartition {
+    load: Cell<Load>,
+    gate: WriteGate,
+    checkpointing: Cell<bool>,
+    /// Live records (group snapshots and committed offsets) at the last load or checkpoint.
+    live_records: Cell<u64>,
+}
+
+impl OffsetsPartition {
+    fn new() -> Rc<OffsetsPartition> {
+        Rc::new(OffsetsPartition {
+            load: Cell::new(Load::Loading),
+            gate: WriteGate::default(),
+            checkpointing: Cell::new(false),
+            live_records: Cell::new(0),
+        })
+    }
+}
+
+/// Appends to an offsets partition share the gate; a checkpoint takes it alone, so no write is
+/// between its append and the in-memory update that follows it while a checkpoint reads the
+/// memory (every writer updates memory in the same poll its append returns in).
+#[derive(Default)]
+struct WriteGate {
+    writers: Cell<usize>,
+    exclusive: Cell<bool>,
+    changed: Event,
+}
+
+struct WriteTurn<'a> {
+    gate: &'a WriteGate,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        self.gate.writers.set(self.gate.writers.get() - 1);
+        self.gate.changed.notify(usize::MAX);
+    }
+}
+
+struct ExclusiveTurn<'a> {
+    gate: &'a WriteGate,
+}
+
+impl Drop for ExclusiveTurn<'_> {
+    fn drop(&mut self) {
+        self.gate.exclusive.set(false);
+        self.gate.changed.notify(usize::MAX);
+    }
+}
+
+impl WriteGate {
+    async fn write(&self) -> WriteTurn<'_> {
+        loop {
+            let listener = self.changed.listen();
+            if !self.exclusive.get() {
+                self.writers.set(self.writers.get() + 1);
+                return WriteTurn { gate: self };
+            }
+            listener.await;
+        }
+    }
+
+    /// Stops new writers at once, then waits for the ones under way.
+    async fn exclusive(&self) -> ExclusiveTurn<'_> {
+        loop {
+            let listener = self.changed.listen();
+            if !self.exclusive.get() {
+                self.exclusive.set(true);
+                break;
+            }
+            listener.await;
+        }
+        let turn = ExclusiveTurn { gate: self };
+        loop {
+            let listener = self.changed.listen();
+            if self.writers.get() == 0 {
+                return turn;
+            }
+            listener.await;
+        }
+    }
 }
 
 /// The group a group id names. It speaks one protocol at a time: an empty group of one kind
@@ -103,6 +203,8 @@ const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 struct GroupSlot {
     partition: i32,
     group: RefCell<AnyGroup>,
+    /// The value of the group's latest durable snapshot record, which a checkpoint rewrites.
+    persisted: RefCell<Option<Bytes>>,
     offsets: RefCell<BTreeMap<(String, i32), CommittedOffset>>,
     busy: Cell<bool>,
     idle: Event,
@@ -125,6 +227,7 @@ impl GroupSlot {
         Rc::new(GroupSlot {
             partition,
             group: RefCell::new(group),
+            persisted: RefCell::new(None),
             offsets: RefCell::new(BTreeMap::new()),
             busy: Cell::new(false),
             idle: Event::new(),
@@ -168,17 +271,36 @@ impl Completion {
 }
 
 /// One per shard: the groups of the `__consumer_offsets` partitions this shard owns.
-#[derive(Default)]
 pub struct GroupCoordinator {
     config: GroupConfig,
     consumer_config: ConsumerConfig,
-    partitions: RefCell<HashMap<i32, Load>>,
+    /// [`OFFSETS_CHECKPOINT_RECORDS_MIN`] unless a test wants checkpoints sooner.
+    checkpoint_records_min: u64,
+    partitions: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
     groups: RefCell<HashMap<String, Rc<GroupSlot>>>,
     pending: RefCell<HashMap<RequestToken, Rc<Completion>>>,
     next_token: Cell<u64>,
 }
 
+impl Default for GroupCoordinator {
+    fn default() -> GroupCoordinator {
+        GroupCoordinator::new(OFFSETS_CHECKPOINT_RECORDS_MIN)
+    }
+}
+
 impl GroupCoordinator {
+    pub fn new(checkpoint_records_min: u64) -> GroupCoordinator {
+        GroupCoordinator {
+            config: GroupConfig::default(),
+            consumer_config: ConsumerConfig::default(),
+            checkpoint_records_min,
+            partitions: RefCell::default(),
+            groups: RefCell::default(),
+            pending: RefCell::default(),
+            next_token: Cell::new(0),
+        }
+    }
+
     /// Starts the timer that sends `Tick` to groups whose deadline passed.
     pub fn start_timer(broker: &Rc<Broker>) {
         let broker = Rc::clone(broker);
@@ -226,6 +348,102 @@ impl GroupCoordinator {
                 }
             }
         }
+        let grown: Vec<i32> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(index, state)| {
+                state.load.get() == Load::Loaded
+                    && !state.checkpointing.get()
+                    && broker
+                        .shard
+                        .log(&storage::offsets_partition(**index))
+                        .is_ok_and(|log| {
+                            let records = (log.log_end_offset() - log.log_start_offset()) as u64;
+                            needs_checkpoint(
+                                records,
+                                state.live_records.get(),
+                                self.checkpoint_records_min,
+                            )
+                        })
+            })
+            .map(|(index, _)| *index)
+            .collect();
+        for partition in grown {
+            if let Err(error) = self.checkpoint(broker, partition).await {
+                tracing::error!(partition, %error, "offsets partition checkpoint failed");
+            }
+        }
+    }
+
+    /// Rewrites every live record of offsets partition `partition` (each group's latest durable
+    /// snapshot and its committed offsets) at the partition's end, then drops everything
+    /// before them, so start-up replays the live records rather than every commit ever made.
+    /// A crash half way leaves duplicates of live values, which replay the same.
+    async fn checkpoint(&self, broker: &Broker, partition: i32) -> Result<(), String> {
+        let Some(state) = self.partitions.borrow().get(&partition).cloned() else {
+            return Ok(());
+        };
+        if state.checkpointing.replace(true) {
+            return Ok(());
+        }
+        let _done = scopeguard(|| state.checkpointing.set(false));
+        let log = broker
+            .shard
+            .log(&storage::offsets_partition(partition))
+            .map_err(|error| error.to_string())?;
+        let _exclusive = state.gate.exclusive().await;
+        let start = log.log_end_offset();
+        let dropped = start - log.log_start_offset();
+        let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (group_id, slot) in self.groups.borrow().iter() {
+            if slot.partition != partition {
+                continue;
+            }
+            if let Some(value) = slot.persisted.borrow().as_ref() {
+                let key = RecordKey::Group {
+                    group_id: group_id.clone(),
+                };
+                records.push((key.encode(), value.to_vec()));
+            }
+            for ((topic, index), value) in slot.offsets.borrow().iter() {
+                let key = RecordKey::Offset {
+                    group_id: group_id.clone(),
+                    topic: topic.clone(),
+                    partition: *index,
+                };
+                records.push((key.encode(), storage::encode_offset(value)));
+            }
+        }
+        let live = records.len() as u64;
+        let mut rest = records.as_slice();
+        while !rest.is_empty() {
+            let mut bytes = 0_usize;
+            let take = rest
+                .iter()
+                .take_while(|(key, value)| {
+                    bytes += key.len() + value.len();
+                    bytes <= CHECKPOINT_BATCH_BYTES
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(take);
+            rest = tail;
+            let kvs: Vec<KeyValue<'_>> = chunk
+                .iter()
+                .map(|(key, value)| (Some(key.as_slice()), Some(value.as_slice())))
+                .collect();
+            let batch = build_batch(now_ms(), &kvs);
+            log.append(&batch, 0)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        log.delete_records(start)
+            .await
+            .map_err(|error| error.to_string())?;
+        state.live_records.set(live);
+        tracing::info!(partition, live, dropped, "offsets partition checkpointed");
+        Ok(())
     }
 
     /// Serves one group request on the coordinating shard.
@@ -320,7 +538,12 @@ impl GroupCoordinator {
     /// The group's offsets partition, if this shard coordinates it and has loaded it.
     fn check_coordinator(&self, group_id: &str) -> Result<i32, KafkaError> {
         let partition = storage::partition_for(group_id);
-        match self.partitions.borrow().get(&partition) {
+        match self
+            .partitions
+            .borrow()
+            .get(&partition)
+            .map(|state| state.load.get())
+        {
             Some(Load::Loaded) => Ok(partition),
             Some(Load::Loading) => Err(KafkaError::CoordinatorLoadInProgress),
             None => Err(KafkaError::NotCoordinator),
@@ -526,7 +749,9 @@ impl GroupCoordinator {
         .encode();
         let value = storage::encode_group(snapshot);
         let records = [(Some(key.as_slice()), Some(value.as_slice()))];
-        self.append(broker, slot.partition, &records).await
+        self.append(broker, slot.partition, &records).await?;
+        *slot.persisted.borrow_mut() = Some(Bytes::from(value));
+        Ok(())
     }
 
     /// Carries out a group's actions in order: a snapshot is durable before any later response
@@ -579,6 +804,13 @@ impl GroupCoordinator {
             .shard
             .log(&storage::offsets_partition(partition))
             .map_err(|_| KafkaError::NotCoordinator)?;
+        let state = self
+            .partitions
+            .borrow()
+            .get(&partition)
+            .cloned()
+            .ok_or(KafkaError::NotCoordinator)?;
+        let _turn = state.gate.write().await;
         let batch = build_batch(now_ms(), records);
         log.append(&batch, 0).await.map_err(|error| {
             tracing::error!(%error, partition, "offsets partition append failed");
@@ -773,9 +1005,10 @@ impl GroupCoordinator {
     /// Replays offsets partition `partition` (just opened on this shard) into committed offsets
     /// and groups. Requests for its groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile.
     pub async fn load(&self, partition: i32, log: &PartitionLog) -> ringlog_engine::Result<()> {
+        let state = OffsetsPartition::new();
         self.partitions
             .borrow_mut()
-            .insert(partition, Load::Loading);
+            .insert(partition, Rc::clone(&state));
         let mut snapshots: HashMap<String, Option<Bytes>> = HashMap::new();
         let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
         let end = log.log_end_offset();
@@ -843,12 +1076,12 @@ impl GroupCoordinator {
         );
         group_ids.sort();
         group_ids.dedup();
+        let mut live = 0_u64;
         for group_id in group_ids {
-            let snapshot = snapshots
-                .get(&group_id)
-                .cloned()
-                .flatten()
-                .and_then(|value| storage::decode_group(&value).ok());
+            let persisted = snapshots.get(&group_id).cloned().flatten();
+            let snapshot = persisted
+                .as_ref()
+                .and_then(|value| storage::decode_group(value).ok());
             let group = match snapshot {
                 Some(StoredGroup::Classic(snapshot)) => {
                     Group::restore(snapshot, self.config.clone(), fastrand::u64(..), now)
@@ -870,14 +1103,23 @@ impl GroupCoordinator {
             });
             let slot = GroupSlot::new(partition, group);
             *slot.offsets.borrow_mut() = offsets.remove(&group_id).unwrap_or_default();
+            live += u64::from(persisted.is_some()) + slot.offsets.borrow().len() as u64;
+            // Kept as read, even if this version cannot decode it: a checkpoint rewrites it.
+            *slot.persisted.borrow_mut() = persisted;
             self.groups.borrow_mut().insert(group_id, slot);
             restored += 1;
         }
+        state.live_records.set(live);
         if skipped > 0 {
             tracing::warn!(partition, skipped, "unreadable offsets records skipped");
         }
-        tracing::debug!(partition, groups = restored, "offsets partition loaded");
-        self.partitions.borrow_mut().insert(partition, Load::Loaded);
+        tracing::debug!(
+            partition,
+            groups = restored,
+            live,
+            "offsets partition loaded"
+        );
+        state.load.set(Load::Loaded);
         Ok(())
     }
 
@@ -888,6 +1130,25 @@ impl GroupCoordinator {
             .borrow_mut()
             .retain(|_, slot| slot.partition != partition);
     }
+}
+
+/// Whether an offsets partition holding `records` records, `live` of them live, is due for a
+/// checkpoint.
+fn needs_checkpoint(records: u64, live: u64, records_min: u64) -> bool {
+    records >= records_min && records >= live.saturating_mul(OFFSETS_CHECKPOINT_GROWTH_FACTOR)
+}
+
+/// Runs `action` when dropped (also when the future holding it is dropped).
+fn scopeguard(action: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(action) = self.0.take() {
+                action();
+            }
+        }
+    }
+    Guard(Some(action))
 }
 
 /// The topics a group's members subscribe to, as far as the coordinator can tell.
@@ -926,4 +1187,31 @@ fn subscribed_topics(group: &Group) -> Subscription {
         }
     }
     Subscription::Topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_due_past_the_minimum_and_the_growth_factor() {
+        let min = OFFSETS_CHECKPOINT_RECORDS_MIN;
+        let cases = [
+            // (records, live, due)
+            (0, 0, false),
+            (min - 1, 0, false),
+            (min, 0, true),
+            (min, min / 4, true),
+            (min, min / 4 + 1, false),
+            (4 * min, min, true),
+            (4 * min - 1, min, false),
+        ];
+        for (records, live, due) in cases {
+            assert_eq!(
+                needs_checkpoint(records, live, min),
+                due,
+                "{records} {live}"
+            );
+        }
+    }
 }

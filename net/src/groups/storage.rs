@@ -19,8 +19,14 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// files of an idle broker few; Kafka's 50 is sized for many brokers, not for one.
 pub const OFFSETS_PARTITION_COUNT: i32 = 8;
 
-/// The topic configs of [`OFFSETS_TOPIC`]: only the latest value per key matters.
-pub const OFFSETS_TOPIC_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+/// The topic configs of [`OFFSETS_TOPIC`]: only the latest value per key matters, and
+/// segments are Kafka's `offsets.topic.segment.bytes` (100 MiB), smaller than a data topic's so
+/// that the space a checkpoint frees is given back soon (a segment is deleted once wholly
+/// below the log start).
+pub const OFFSETS_TOPIC_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "104857600"),
+];
 
 /// The first byte of a key: what the record is. Also the key's layout version.
 const KEY_OFFSET: u8 = 0;

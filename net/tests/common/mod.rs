@@ -32,8 +32,14 @@ pub struct InProcessBroker {
 
 impl InProcessBroker {
     pub fn start(data_dir: &Path) -> InProcessBroker {
+        InProcessBroker::start_with(data_dir, |_| {})
+    }
+
+    /// Starts a broker whose config `adjust` changes first.
+    pub fn start_with(data_dir: &Path, adjust: impl FnOnce(&mut BrokerConfig)) -> InProcessBroker {
         let port = free_port();
         let mut config = BrokerConfig::new(data_dir);
+        adjust(&mut config);
         config.listen = SocketAddr::from(([127, 0, 0, 1], port));
         config.cores = Some(2);
         let shutdown = Shutdown::new();
