@@ -64,7 +64,7 @@ impl Broker {
         shard_count: usize,
         controller: Option<Controller>,
     ) -> Rc<Broker> {
-        let groups = GroupCoordinator::new(config.offsets_checkpoint_records_min);
+        let groups = GroupCoordinator::new(&config);
         Rc::new(Broker {
             config,
             shard_id: shard.id(),

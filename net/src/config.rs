@@ -47,7 +47,20 @@ pub struct BrokerConfig {
     /// Records an offsets partition holds before it is checkpointed (Ringlog's own; Kafka
     /// compacts `__consumer_offsets` instead). Only tests lower it.
     pub offsets_checkpoint_records_min: u64,
+    /// Kafka's `offsets.retention.minutes` (7 days), in milliseconds: how long an empty
+    /// group's committed offsets are kept.
+    pub offsets_retention_ms: i64,
+    /// Kafka's `offsets.retention.check.interval.ms` (10 minutes).
+    pub offsets_retention_check_interval_ms: i64,
 }
+
+/// Kafka's `offsets.retention.minutes` default (10080, 7 days), in milliseconds: long enough
+/// that a consumer group stopped over a long weekend resumes where it was.
+pub const OFFSETS_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Kafka's `offsets.retention.check.interval.ms` default: expiry is a cleanup, ten minutes late
+/// is fine, and the check walks every group of the shard.
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 = 600_000;
 
 impl BrokerConfig {
     /// The embedded default: a single node on 127.0.0.1:9092 with data in `./ringlog-data`.
@@ -67,6 +80,8 @@ impl BrokerConfig {
             topic_defaults: Vec::new(),
             offsets_checkpoint_records_min:
                 crate::groups::coordinator::OFFSETS_CHECKPOINT_RECORDS_MIN,
+            offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
+            offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 

@@ -344,6 +344,9 @@ impl Layer {
             topic_defaults: self.topic_defaults.unwrap_or(defaults.topic_defaults),
             // Not an operator setting: only tests checkpoint offsets partitions sooner.
             offsets_checkpoint_records_min: defaults.offsets_checkpoint_records_min,
+            // Kafka's defaults until the operator-surface issue exposes them.
+            offsets_retention_ms: defaults.offsets_retention_ms,
+            offsets_retention_check_interval_ms: defaults.offsets_retention_check_interval_ms,
         }
     }
 }

@@ -24,6 +24,7 @@ use super::consumer::{
 use super::storage::{self, CommittedOffset, RecordKey, StoredGroup};
 use crate::broker::Broker;
 use crate::codes::KafkaError;
+use crate::config::BrokerConfig;
 use crate::messages::{
     FetchedOffsets, GroupPartitions, GroupReply, GroupRequest, ListedGroup, OffsetCommit,
     OffsetsWanted,
@@ -205,6 +206,8 @@ struct GroupSlot {
     group: RefCell<AnyGroup>,
     /// The value of the group's latest durable snapshot record, which a checkpoint rewrites.
     persisted: RefCell<Option<Bytes>>,
+    /// When the group was first seen without members, for offset retention.
+    empty_since_ms: Cell<Option<i64>>,
     offsets: RefCell<BTreeMap<(String, i32), CommittedOffset>>,
     busy: Cell<bool>,
     idle: Event,
@@ -228,6 +231,7 @@ impl GroupSlot {
             partition,
             group: RefCell::new(group),
             persisted: RefCell::new(None),
+            empty_since_ms: Cell::new(None),
             offsets: RefCell::new(BTreeMap::new()),
             busy: Cell::new(false),
             idle: Event::new(),
@@ -276,24 +280,26 @@ pub struct GroupCoordinator {
     consumer_config: ConsumerConfig,
     /// [`OFFSETS_CHECKPOINT_RECORDS_MIN`] unless a test wants checkpoints sooner.
     checkpoint_records_min: u64,
+    offsets_retention_ms: i64,
+    retention_check_interval_ms: i64,
+    next_retention_check_ms: Cell<i64>,
     partitions: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
     groups: RefCell<HashMap<String, Rc<GroupSlot>>>,
     pending: RefCell<HashMap<RequestToken, Rc<Completion>>>,
     next_token: Cell<u64>,
 }
 
-impl Default for GroupCoordinator {
-    fn default() -> GroupCoordinator {
-        GroupCoordinator::new(OFFSETS_CHECKPOINT_RECORDS_MIN)
-    }
-}
-
 impl GroupCoordinator {
-    pub fn new(checkpoint_records_min: u64) -> GroupCoordinator {
+    pub fn new(broker_config: &BrokerConfig) -> GroupCoordinator {
         GroupCoordinator {
             config: GroupConfig::default(),
             consumer_config: ConsumerConfig::default(),
-            checkpoint_records_min,
+            checkpoint_records_min: broker_config.offsets_checkpoint_records_min,
+            offsets_retention_ms: broker_config.offsets_retention_ms,
+            retention_check_interval_ms: broker_config.offsets_retention_check_interval_ms,
+            next_retention_check_ms: Cell::new(
+                now_ms() + broker_config.offsets_retention_check_interval_ms,
+            ),
             partitions: RefCell::default(),
             groups: RefCell::default(),
             pending: RefCell::default(),
@@ -372,6 +378,82 @@ impl GroupCoordinator {
         for partition in grown {
             if let Err(error) = self.checkpoint(broker, partition).await {
                 tracing::error!(partition, %error, "offsets partition checkpoint failed");
+            }
+        }
+        if now >= self.next_retention_check_ms.get() {
+            self.next_retention_check_ms
+                .set(now + self.retention_check_interval_ms);
+            self.expire_offsets(broker, now).await;
+        }
+    }
+
+    /// Offset retention (Kafka's `offsets.retention.minutes`, KIP-211): the committed offsets of
+    /// a group without members expire once both their commit and the group's emptying are
+    /// older than the retention; a group left with neither members nor offsets is removed.
+    async fn expire_offsets(&self, broker: &Broker, now: i64) {
+        let slots: Vec<(String, Rc<GroupSlot>)> = self
+            .groups
+            .borrow()
+            .iter()
+            .map(|(group_id, slot)| (group_id.clone(), Rc::clone(slot)))
+            .collect();
+        for (group_id, slot) in slots {
+            let _turn = slot.turn().await;
+            if !self.is_current(&group_id, &slot) {
+                continue;
+            }
+            if !slot.group.borrow().is_empty() {
+                slot.empty_since_ms.set(None);
+                continue;
+            }
+            let empty_since = slot.empty_since_ms.get().unwrap_or(now);
+            slot.empty_since_ms.set(Some(empty_since));
+            let expired: Vec<(String, i32)> = slot
+                .offsets
+                .borrow()
+                .iter()
+                .filter(|(_, value)| {
+                    now - value.commit_timestamp_ms.max(empty_since) >= self.offsets_retention_ms
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            let remove_group = expired.len() == slot.offsets.borrow().len();
+            let mut keys: Vec<Vec<u8>> = expired
+                .iter()
+                .map(|(topic, index)| {
+                    RecordKey::Offset {
+                        group_id: group_id.clone(),
+                        topic: topic.clone(),
+                        partition: *index,
+                    }
+                    .encode()
+                })
+                .collect();
+            if remove_group && slot.persisted.borrow().is_some() {
+                keys.push(
+                    RecordKey::Group {
+                        group_id: group_id.clone(),
+                    }
+                    .encode(),
+                );
+            }
+            if !keys.is_empty() {
+                let records: Vec<_> = keys
+                    .iter()
+                    .map(|key| (Some(key.as_slice()), None))
+                    .collect();
+                if let Err(error) = self.append(broker, slot.partition, &records).await {
+                    tracing::error!(group = %group_id, ?error, "expired offsets not removed");
+                    continue;
+                }
+                let mut offsets = slot.offsets.borrow_mut();
+                for key in &expired {
+                    offsets.remove(key);
+                }
+                tracing::info!(group = %group_id, expired = expired.len(), "committed offsets expired");
+            }
+            if remove_group {
+                self.groups.borrow_mut().remove(&group_id);
             }
         }
     }
@@ -550,6 +632,15 @@ impl GroupCoordinator {
         }
     }
 
+    /// Whether `slot` is still the group's (a request that waited for the group's turn may
+    /// find it removed by DeleteGroups or offset expiry; it must not act on the orphan).
+    fn is_current(&self, group_id: &str, slot: &Rc<GroupSlot>) -> bool {
+        self.groups
+            .borrow()
+            .get(group_id)
+            .is_some_and(|current| Rc::ptr_eq(current, slot))
+    }
+
     fn slot(&self, group_id: &str) -> Option<Rc<GroupSlot>> {
         self.groups.borrow().get(group_id).cloned()
     }
@@ -616,15 +707,22 @@ impl GroupCoordinator {
         self.pending
             .borrow_mut()
             .insert(token, Rc::clone(&completion));
-        let slot = match (self.slot(group_id), create) {
-            (Some(slot), _) => slot,
-            (None, true) => self.slot_or_new(group_id, partition, || self.new_group(group_id)),
+        let (slot, kept) = match (self.slot(group_id), create) {
+            (Some(slot), _) => (slot, true),
+            (None, true) => (
+                self.slot_or_new(group_id, partition, || self.new_group(group_id)),
+                true,
+            ),
             // Not kept: a request for an unknown group must not create one. A fresh group
             // answers it as Kafka does for a missing group (UNKNOWN_MEMBER_ID).
-            (None, false) => GroupSlot::new(partition, self.new_group(group_id)),
+            (None, false) => (GroupSlot::new(partition, self.new_group(group_id)), false),
         };
         {
             let _turn = slot.turn().await;
+            if kept && !self.is_current(group_id, &slot) {
+                self.pending.borrow_mut().remove(&token);
+                return Err(KafkaError::CoordinatorNotAvailable);
+            }
             let actions = {
                 let mut group = slot.group.borrow_mut();
                 if let AnyGroup::Consumer(consumer) = &*group {
@@ -682,6 +780,12 @@ impl GroupCoordinator {
         };
         let result = {
             let _turn = slot.turn().await;
+            if !self.is_current(group_id, &slot) {
+                return Err(error(
+                    KafkaError::CoordinatorNotAvailable,
+                    "the group was removed meanwhile; retry".to_string(),
+                ));
+            }
             let before = slot.group.borrow().clone();
             let outcome = {
                 let mut group = slot.group.borrow_mut();
@@ -843,6 +947,9 @@ impl GroupCoordinator {
             None => return Err(KafkaError::IllegalGeneration),
         };
         let _turn = slot.turn().await;
+        if !self.is_current(group_id, &slot) {
+            return Err(KafkaError::CoordinatorNotAvailable);
+        }
         match &mut *slot.group.borrow_mut() {
             AnyGroup::Classic(group) => {
                 group.validate_commit(member_id, generation_id, group_instance_id, now_ms())?
@@ -1103,6 +1210,17 @@ impl GroupCoordinator {
             });
             let slot = GroupSlot::new(partition, group);
             *slot.offsets.borrow_mut() = offsets.remove(&group_id).unwrap_or_default();
+            // A group restored without members went empty at about its last commit (or its
+            // offsets would never expire across restarts).
+            if slot.group.borrow().is_empty() {
+                let last_commit = slot
+                    .offsets
+                    .borrow()
+                    .values()
+                    .map(|value| value.commit_timestamp_ms)
+                    .max();
+                slot.empty_since_ms.set(Some(last_commit.unwrap_or(now)));
+            }
             live += u64::from(persisted.is_some()) + slot.offsets.borrow().len() as u64;
             // Kept as read, even if this version cannot decode it: a checkpoint rewrites it.
             *slot.persisted.borrow_mut() = persisted;
