@@ -1,8 +1,9 @@
 //! Consumer groups end to end with real clients: three confluent-kafka consumers sharing a
 //! 6-partition topic through the classic group protocol (assignment, a member leaving, commits,
-//! committed offsets surviving a broker restart), a kafka-python `KafkaConsumer(group_id=...)`,
-//! and `kcat -G`. Each test starts its own broker process; every client run is bounded by the
-//! harness's timeout.
+//! committed offsets surviving a broker restart), static members restarting without a rebalance,
+//! a SIGKILLed member's session expiring, the same group through KIP-848's consumer protocol
+//! with both broker-side assignors, a kafka-python `KafkaConsumer(group_id=...)`, and `kcat -G`.
+//! Each test starts its own broker process; every client run is bounded by the harness's timeout.
 
 mod common;
 
@@ -21,6 +22,15 @@ const EXTRA_COUNT: usize = 60;
 
 /// Messages the kafka-python consumer reads.
 const KAFKA_PYTHON_COUNT: usize = 300;
+
+/// Messages the static members share while they restart.
+const STATIC_COUNT: usize = 300;
+
+/// Messages the expiry scenario produces: half before the child member is killed, half after.
+const EXPIRY_COUNT: usize = 600;
+
+/// Messages the KIP-848 group consumes.
+const CONSUMER_PROTOCOL_COUNT: usize = 600;
 
 /// Lines kcat reads as a group member.
 const KCAT_LINES: usize = 200;
@@ -76,6 +86,92 @@ fn confluent_group_rebalances_commits_and_resumes_after_restart() {
     assert!(output.contains("OK resume"), "{output}");
     broker.assert_alive("after the consumer-group scenario");
     broker.stop();
+}
+
+/// Three static members (`group.instance.id`); each in turn closes, which sends no LeaveGroup,
+/// and a new consumer with its instance id gets the same partitions back without the other two
+/// seeing any rebalance.
+#[test]
+fn static_members_restart_without_a_rebalance() {
+    let Some(python) = common::python_with(&["confluent_kafka"]) else {
+        return;
+    };
+    let mut broker = Broker::start();
+    let topic = unique_topic("groups-static");
+    let group = format!("{topic}-group");
+    let output = run_python(
+        &python,
+        &[
+            "static",
+            &broker.bootstrap(),
+            &topic,
+            &group,
+            &STATIC_COUNT.to_string(),
+        ],
+    );
+    assert!(output.contains("OK static"), "{output}");
+    broker.assert_alive("after the static-membership scenario");
+    broker.stop();
+}
+
+/// A member in a child process is SIGKILLed; the two others take its partitions over once its
+/// session expires, and every message is consumed and committed.
+#[test]
+fn killed_member_session_expires_and_survivors_take_over() {
+    let Some(python) = common::python_with(&["confluent_kafka"]) else {
+        return;
+    };
+    let mut broker = Broker::start();
+    let topic = unique_topic("groups-expiry");
+    let group = format!("{topic}-group");
+    let output = run_python(
+        &python,
+        &[
+            "expiry",
+            &broker.bootstrap(),
+            &topic,
+            &group,
+            &EXPIRY_COUNT.to_string(),
+        ],
+    );
+    assert!(output.contains("OK expiry"), "{output}");
+    broker.assert_alive("after the session-expiry scenario");
+    broker.stop();
+}
+
+/// The rebalance scenario through KIP-848's `group.protocol=consumer` with the broker-side
+/// `assignor`, then DescribeConsumerGroups of the group.
+fn consumer_protocol_group(assignor: &str) {
+    let Some(python) = common::python_with(&["confluent_kafka"]) else {
+        return;
+    };
+    let mut broker = Broker::start();
+    let topic = unique_topic(&format!("groups-kip848-{assignor}"));
+    let group = format!("{topic}-group");
+    let output = run_python(
+        &python,
+        &[
+            "consumer-protocol",
+            &broker.bootstrap(),
+            &topic,
+            &group,
+            assignor,
+            &CONSUMER_PROTOCOL_COUNT.to_string(),
+        ],
+    );
+    assert!(output.contains("OK consumer-protocol"), "{output}");
+    broker.assert_alive("after the consumer-protocol scenario");
+    broker.stop();
+}
+
+#[test]
+fn consumer_protocol_group_with_uniform_assignor() {
+    consumer_protocol_group("uniform");
+}
+
+#[test]
+fn consumer_protocol_group_with_range_assignor() {
+    consumer_protocol_group("range");
 }
 
 #[test]
