@@ -5,23 +5,20 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
 
-use common::{round_trip, InProcessBroker};
+use common::{
+    consumer_heartbeat, create_topic, offset_commit, offset_fetch, round_trip, text,
+    InProcessBroker,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    create_topics_request::CreatableTopic, ApiKey, ConsumerGroupDescribeRequest,
-    ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    CreateTopicsRequest, DescribeGroupsRequest, GroupId, JoinGroupRequest, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest, GroupId,
+    JoinGroupRequest, ListGroupsRequest, RequestKind, ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 
 const GROUP: &str = "kip848";
 const TOPIC: &str = "kip848-topic";
@@ -36,10 +33,6 @@ const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const STALE_MEMBER_EPOCH: i16 = 113;
 const INVALID_REGULAR_EXPRESSION: i16 = 128;
-
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
 
 /// One member as a client sees itself.
 struct Member {
@@ -78,7 +71,7 @@ impl Member {
 
     /// Heartbeats and applies the answer, as a client does.
     fn beat(&mut self, stream: &mut TcpStream) -> ConsumerGroupHeartbeatResponse {
-        let response = heartbeat(stream, self.request());
+        let response = consumer_heartbeat(stream, self.request());
         if response.error_code == NONE {
             self.epoch = response.member_epoch;
             if let Some(assignment) = &response.assignment {
@@ -90,22 +83,6 @@ impl Member {
             }
         }
         response
-    }
-}
-
-fn heartbeat(
-    stream: &mut TcpStream,
-    request: ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
-    match round_trip(
-        stream,
-        RequestKind::ConsumerGroupHeartbeat(request),
-        ApiKey::ConsumerGroupHeartbeat,
-        1,
-        1,
-    ) {
-        ResponseKind::ConsumerGroupHeartbeat(response) => response,
-        other => panic!("{other:?}"),
     }
 }
 
@@ -124,72 +101,12 @@ fn describe(stream: &mut TcpStream) -> ConsumerGroupDescribeResponse {
     }
 }
 
-fn commit(stream: &mut TcpStream, member: &str, epoch: i32, version: i16) -> i16 {
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text(GROUP)))
-        .with_generation_id_or_member_epoch(epoch)
-        .with_member_id(text(member))
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(text(TOPIC)))
-            .with_partitions(vec![OffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(7)])]);
-    match round_trip(
-        stream,
-        RequestKind::OffsetCommit(request),
-        ApiKey::OffsetCommit,
-        version,
-        3,
-    ) {
-        ResponseKind::OffsetCommit(response) => response.topics[0].partitions[0].error_code,
-        other => panic!("{other:?}"),
-    }
-}
-
-/// OffsetFetch v9 as a member; returns (group error, committed offset of partition 0).
-fn fetch(stream: &mut TcpStream, member: &str, epoch: i32) -> (i16, Option<i64>) {
-    let request =
-        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
-            .with_group_id(GroupId(text(GROUP)))
-            .with_member_id(Some(text(member)))
-            .with_member_epoch(epoch)
-            .with_topics(None)]);
-    match round_trip(
-        stream,
-        RequestKind::OffsetFetch(request),
-        ApiKey::OffsetFetch,
-        9,
-        4,
-    ) {
-        ResponseKind::OffsetFetch(response) => {
-            let group = &response.groups[0];
-            let offset = group
-                .topics
-                .iter()
-                .flat_map(|topic| &topic.partitions)
-                .find(|partition| partition.partition_index == 0)
-                .map(|partition| partition.committed_offset);
-            (group.error_code, offset)
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
 #[test]
 fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
     let data = tempfile::tempdir().expect("tempdir");
     let broker = InProcessBroker::start(data.path());
     let mut stream = broker.connect();
-    let create = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(text(TOPIC)))
-            .with_num_partitions(PARTITIONS)
-            .with_replication_factor(1),
-    ]));
-    let topic_id = match round_trip(&mut stream, create, ApiKey::CreateTopics, 7, 0) {
-        ResponseKind::CreateTopics(response) => response.topics[0].topic_id,
-        other => panic!("{other:?}"),
-    };
+    let topic_id = create_topic(&mut stream, TOPIC, PARTITIONS);
     let all: BTreeSet<i32> = (0..PARTITIONS).collect();
 
     // The first member gets everything at epoch 1.
@@ -212,7 +129,7 @@ fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
     assert!(a.owned.is_disjoint(&b.owned));
 
     // Requests that break the rules.
-    let refused = heartbeat(
+    let refused = consumer_heartbeat(
         &mut stream,
         Member::new("member-c", topic_id)
             .request()
@@ -220,7 +137,7 @@ fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
     );
     assert_eq!(refused.error_code, UNSUPPORTED_ASSIGNOR);
     assert!(refused.error_message.is_some());
-    let refused = heartbeat(
+    let refused = consumer_heartbeat(
         &mut stream,
         Member::new("member-c", topic_id)
             .request()
@@ -228,7 +145,7 @@ fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
             .with_subscribed_topic_regex(Some(text("kip848-(("))),
     );
     assert_eq!(refused.error_code, INVALID_REGULAR_EXPRESSION);
-    let refused = heartbeat(&mut stream, b.request().with_member_epoch(99));
+    let refused = consumer_heartbeat(&mut stream, b.request().with_member_epoch(99));
     assert_eq!(refused.error_code, FENCED_MEMBER_EPOCH);
     let classic = RequestKind::JoinGroup(
         JoinGroupRequest::default()
@@ -258,14 +175,21 @@ fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
     }
 
     // Commits and fetches check the member epoch.
-    assert_eq!(commit(&mut stream, &a.id, a.epoch, 9), NONE);
+    let commit = |stream: &mut TcpStream, epoch: i32, version: i16| {
+        offset_commit(stream, version, GROUP, (&a.id, epoch), TOPIC, &[(0, 7)])[0]
+    };
+    assert_eq!(commit(&mut stream, a.epoch, 9), NONE);
+    assert_eq!(commit(&mut stream, a.epoch - 1, 9), STALE_MEMBER_EPOCH);
+    assert_eq!(commit(&mut stream, a.epoch, 8), UNSUPPORTED_VERSION);
+    let committed = Ok(BTreeMap::from([(0, 7)]));
     assert_eq!(
-        commit(&mut stream, &a.id, a.epoch - 1, 9),
-        STALE_MEMBER_EPOCH
+        offset_fetch(&mut stream, GROUP, Some((&a.id, a.epoch))),
+        committed
     );
-    assert_eq!(commit(&mut stream, &a.id, a.epoch, 8), UNSUPPORTED_VERSION);
-    assert_eq!(fetch(&mut stream, &a.id, a.epoch), (NONE, Some(7)));
-    assert_eq!(fetch(&mut stream, &a.id, a.epoch + 1).0, STALE_MEMBER_EPOCH);
+    assert_eq!(
+        offset_fetch(&mut stream, GROUP, Some((&a.id, a.epoch + 1))),
+        Err(STALE_MEMBER_EPOCH)
+    );
 
     // Undisturbed: nothing new for either member, and the group is Stable.
     assert_eq!(a.beat(&mut stream).assignment, None);
@@ -314,10 +238,13 @@ fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
     let response = a.beat(&mut stream);
     assert_eq!(response.error_code, NONE, "{response:?}");
     assert_eq!(response.member_epoch, 2);
-    assert_eq!(fetch(&mut stream, &a.id, a.epoch), (NONE, Some(7)));
+    assert_eq!(
+        offset_fetch(&mut stream, GROUP, Some((&a.id, a.epoch))),
+        committed
+    );
 
     // A leaves; b gets everything.
-    let left = heartbeat(&mut stream, a.request().with_member_epoch(-1));
+    let left = consumer_heartbeat(&mut stream, a.request().with_member_epoch(-1));
     assert_eq!((left.error_code, left.member_epoch), (NONE, -1));
     b.beat(&mut stream);
     assert_eq!(b.owned, all);

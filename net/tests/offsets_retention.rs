@@ -4,86 +4,24 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{round_trip, InProcessBroker};
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+use common::{
+    consumer_heartbeat, consumer_join, create_topic, offset_commit, offset_fetch, round_trip,
+    InProcessBroker,
 };
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
-use kafka_protocol::messages::{
-    create_topics_request::CreatableTopic, ApiKey, ConsumerGroupHeartbeatRequest,
-    CreateTopicsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
-    RequestKind, ResponseKind, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ApiKey, ListGroupsRequest, RequestKind, ResponseKind};
 
 const TOPIC: &str = "retained";
 const EXPIRING: &str = "retention-empty-group";
 const KEPT: &str = "retention-member-group";
+const MEMBER: &str = "retained-member";
 const RETENTION_MS: i64 = 1_500;
 const CHECK_INTERVAL_MS: i64 = 200;
-
-fn text(value: &str) -> StrBytes {
-    StrBytes::from_string(value.to_string())
-}
-
-fn commit(stream: &mut TcpStream, group: &str, member: &str, epoch: i32, offset: i64) {
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(text(group)))
-        .with_member_id(text(member))
-        .with_generation_id_or_member_epoch(epoch)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(text(TOPIC)))
-            .with_partitions(vec![OffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(offset)])]);
-    match round_trip(
-        stream,
-        RequestKind::OffsetCommit(request),
-        ApiKey::OffsetCommit,
-        9,
-        1,
-    ) {
-        ResponseKind::OffsetCommit(response) => {
-            assert_eq!(
-                response.topics[0].partitions[0].error_code, 0,
-                "{response:?}"
-            )
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-/// The committed offset of partition 0 (-1: none), or the group's error code.
-fn committed(stream: &mut TcpStream, group: &str) -> Result<i64, i16> {
-    let request =
-        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
-            .with_group_id(GroupId(text(group)))
-            .with_topics(None)]);
-    match round_trip(
-        stream,
-        RequestKind::OffsetFetch(request),
-        ApiKey::OffsetFetch,
-        9,
-        2,
-    ) {
-        ResponseKind::OffsetFetch(response) => {
-            let group = &response.groups[0];
-            if group.error_code != 0 {
-                return Err(group.error_code);
-            }
-            Ok(group
-                .topics
-                .iter()
-                .flat_map(|topic| &topic.partitions)
-                .find(|partition| partition.partition_index == 0)
-                .map_or(-1, |partition| partition.committed_offset))
-        }
-        other => panic!("{other:?}"),
-    }
-}
+/// COORDINATOR_LOAD_IN_PROGRESS, while an offsets partition replays.
+const LOADING: i16 = 14;
 
 fn listed(stream: &mut TcpStream) -> Vec<String> {
     match round_trip(
@@ -120,47 +58,33 @@ fn an_empty_groups_offsets_expire_and_a_members_do_not() {
     };
     let broker = InProcessBroker::start_with(data.path(), adjust);
     let mut stream = broker.connect();
-    let create = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(TopicName(text(TOPIC)))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]));
-    round_trip(&mut stream, create, ApiKey::CreateTopics, 7, 0);
+    create_topic(&mut stream, TOPIC, 1);
 
     // A consumer-protocol member (its session, 45 s, outlasts this test) commits as a member.
-    let join = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(text(KEPT)))
-        .with_member_id(text("retained-member"))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_subscribed_topic_names(Some(vec![TopicName(text(TOPIC))]))
-        .with_topic_partitions(Some(Vec::new()));
-    let epoch = match round_trip(
-        &mut stream,
-        RequestKind::ConsumerGroupHeartbeat(join),
-        ApiKey::ConsumerGroupHeartbeat,
-        1,
-        4,
-    ) {
-        ResponseKind::ConsumerGroupHeartbeat(response) => response.member_epoch,
-        other => panic!("{other:?}"),
-    };
-    commit(&mut stream, KEPT, "retained-member", epoch, 11);
+    let joined = consumer_heartbeat(&mut stream, consumer_join(KEPT, MEMBER, &[TOPIC]));
+    let member = (MEMBER, joined.member_epoch);
+    let committed = offset_commit(&mut stream, 9, KEPT, member, TOPIC, &[(0, 11)]);
+    assert_eq!(committed, vec![0]);
     // A simple commit: a group with no members.
-    commit(&mut stream, EXPIRING, "", -1, 22);
+    let committed = offset_commit(&mut stream, 9, EXPIRING, ("", -1), TOPIC, &[(0, 22)]);
+    assert_eq!(committed, vec![0]);
     let started = Instant::now();
-    assert_eq!(committed(&mut stream, EXPIRING), Ok(22));
+    let nothing = Ok(BTreeMap::new());
+    assert_eq!(
+        offset_fetch(&mut stream, EXPIRING, None),
+        Ok(BTreeMap::from([(0, 22)]))
+    );
 
     eventually("the empty group's offsets to expire", || {
-        committed(&mut stream, EXPIRING) == Ok(-1)
+        offset_fetch(&mut stream, EXPIRING, None) == nothing
     });
     assert!(
         started.elapsed() >= Duration::from_millis(RETENTION_MS as u64),
         "expired before the retention"
     );
     assert!(!listed(&mut stream).contains(&EXPIRING.to_string()));
-    assert_eq!(committed(&mut stream, KEPT), Ok(11));
+    let kept = Ok(BTreeMap::from([(0, 11)]));
+    assert_eq!(offset_fetch(&mut stream, KEPT, Some(member)), kept);
 
     // The expiry is durable; the member's group and offsets survive the restart too.
     drop(stream);
@@ -170,12 +94,11 @@ fn an_empty_groups_offsets_expire_and_a_members_do_not() {
         config.offsets_retention_ms = 3_600_000;
     });
     let mut stream = broker.connect();
-    // COORDINATOR_LOAD_IN_PROGRESS (14) while the offsets partitions replay.
     eventually("the offsets partitions to load", || {
-        committed(&mut stream, KEPT) != Err(14)
+        offset_fetch(&mut stream, KEPT, None) != Err(LOADING)
     });
-    assert_eq!(committed(&mut stream, KEPT), Ok(11));
-    assert_eq!(committed(&mut stream, EXPIRING), Ok(-1));
+    assert_eq!(offset_fetch(&mut stream, KEPT, Some(member)), kept);
+    assert_eq!(offset_fetch(&mut stream, EXPIRING, None), nothing);
     let groups = listed(&mut stream);
     assert!(groups.contains(&KEPT.to_string()), "{groups:?}");
     assert!(!groups.contains(&EXPIRING.to_string()), "{groups:?}");

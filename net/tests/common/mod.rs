@@ -136,3 +136,153 @@ pub fn round_trip(
     assert_eq!(body.remaining(), 0, "{key:?} v{version}: trailing bytes");
     response
 }
+
+/// A `StrBytes` from a `&str`.
+pub fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_string())
+}
+
+/// Creates `topic` with `partitions` partitions (CreateTopics v7) and returns its id.
+pub fn create_topic(stream: &mut TcpStream, topic: &str, partitions: i32) -> uuid::Uuid {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(text(topic)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    match round_trip(
+        stream,
+        RequestKind::CreateTopics(request),
+        ApiKey::CreateTopics,
+        7,
+        0,
+    ) {
+        ResponseKind::CreateTopics(response) => {
+            assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+            response.topics[0].topic_id
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An OffsetCommit of `offsets` (partition, offset) of `topic` at `version` (v9+: `epoch` is
+/// the member epoch); returns each partition's error code.
+pub fn offset_commit(
+    stream: &mut TcpStream,
+    version: i16,
+    group: &str,
+    member: (&str, i32),
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Vec<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_id(text(member.0))
+        .with_generation_id_or_member_epoch(member.1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(text(topic)))
+            .with_partitions(
+                offsets
+                    .iter()
+                    .map(|(partition, offset)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(*partition)
+                            .with_committed_offset(*offset)
+                    })
+                    .collect(),
+            )]);
+    match round_trip(
+        stream,
+        RequestKind::OffsetCommit(request),
+        ApiKey::OffsetCommit,
+        version,
+        1,
+    ) {
+        ResponseKind::OffsetCommit(response) => response.topics[0]
+            .partitions
+            .iter()
+            .map(|partition| partition.error_code)
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// OffsetFetch v9 of everything `group` committed, as a consumer-protocol `member` (id, epoch)
+/// or as anyone: the committed offsets by partition index, or the group's error code.
+pub fn offset_fetch(
+    stream: &mut TcpStream,
+    group: &str,
+    member: Option<(&str, i32)>,
+) -> Result<std::collections::BTreeMap<i32, i64>, i16> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
+    let mut asked = OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(text(group)))
+        .with_topics(None);
+    if let Some((member_id, epoch)) = member {
+        asked = asked
+            .with_member_id(Some(text(member_id)))
+            .with_member_epoch(epoch);
+    }
+    let request = OffsetFetchRequest::default().with_groups(vec![asked]);
+    match round_trip(
+        stream,
+        RequestKind::OffsetFetch(request),
+        ApiKey::OffsetFetch,
+        9,
+        2,
+    ) {
+        ResponseKind::OffsetFetch(response) => {
+            let group = &response.groups[0];
+            if group.error_code != 0 {
+                return Err(group.error_code);
+            }
+            Ok(group
+                .topics
+                .iter()
+                .flat_map(|topic| &topic.partitions)
+                .map(|partition| (partition.partition_index, partition.committed_offset))
+                .collect())
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One ConsumerGroupHeartbeat (v1).
+pub fn consumer_heartbeat(
+    stream: &mut TcpStream,
+    request: kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    match round_trip(
+        stream,
+        RequestKind::ConsumerGroupHeartbeat(request),
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        3,
+    ) {
+        ResponseKind::ConsumerGroupHeartbeat(response) => response,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A first ConsumerGroupHeartbeat (epoch 0) of `member` subscribing to `topics`.
+pub fn consumer_join(
+    group: &str,
+    member: &str,
+    topics: &[&str],
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatRequest {
+    use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, GroupId, TopicName};
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_member_id(text(member))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(
+            topics.iter().map(|topic| TopicName(text(topic))).collect(),
+        ))
+        .with_topic_partitions(Some(Vec::new()))
+}
