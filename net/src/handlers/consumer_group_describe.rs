@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
 };
 use ringlog_cluster::MetadataImage;
 
-use super::{call_coordinators, str_bytes, uuid};
+use super::{call_coordinators_by_id, str_bytes, uuid};
 use crate::broker::Broker;
 use crate::codes::NONE;
 use crate::groups::assignor;
@@ -26,19 +26,13 @@ pub async fn handle(
     request: ConsumerGroupDescribeRequest,
     _version: i16,
 ) -> ConsumerGroupDescribeResponse {
-    let asked: Vec<(String, ())> = request
-        .group_ids
-        .iter()
-        .map(|group_id| (group_id.0.to_string(), ()))
-        .collect();
-    let results = call_coordinators(
+    let results = call_coordinators_by_id(
         broker,
-        asked,
-        |groups| {
-            GroupRequest::ConsumerDescribe(
-                groups.into_iter().map(|(group_id, ())| group_id).collect(),
-            )
-        },
+        request
+            .group_ids
+            .iter()
+            .map(|group_id| group_id.0.to_string()),
+        GroupRequest::ConsumerDescribe,
         |reply| match reply {
             GroupReply::ConsumerDescribed(results) => Some(results),
             _ => None,

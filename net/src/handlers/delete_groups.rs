@@ -4,7 +4,7 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::call_coordinators;
+use super::call_coordinators_by_id;
 use crate::broker::Broker;
 use crate::messages::{GroupReply, GroupRequest};
 
@@ -13,15 +13,13 @@ pub async fn handle(
     request: DeleteGroupsRequest,
     _version: i16,
 ) -> DeleteGroupsResponse {
-    let asked: Vec<(String, ())> = request
-        .groups_names
-        .iter()
-        .map(|group_id| (group_id.0.to_string(), ()))
-        .collect();
-    let results = call_coordinators(
+    let results = call_coordinators_by_id(
         broker,
-        asked,
-        |groups| GroupRequest::Delete(groups.into_iter().map(|(group_id, ())| group_id).collect()),
+        request
+            .groups_names
+            .iter()
+            .map(|group_id| group_id.0.to_string()),
+        GroupRequest::Delete,
         |reply| match reply {
             GroupReply::Deleted(results) => Some(results),
             _ => None,

@@ -3,7 +3,7 @@
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{call_coordinators, str_bytes};
+use super::{call_coordinators_by_id, str_bytes};
 use crate::broker::Broker;
 use crate::codes::KafkaError;
 use crate::groups::GroupState;
@@ -14,17 +14,10 @@ pub async fn handle(
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let asked: Vec<(String, ())> = request
-        .groups
-        .iter()
-        .map(|group_id| (group_id.0.to_string(), ()))
-        .collect();
-    let results = call_coordinators(
+    let results = call_coordinators_by_id(
         broker,
-        asked,
-        |groups| {
-            GroupRequest::Describe(groups.into_iter().map(|(group_id, ())| group_id).collect())
-        },
+        request.groups.iter().map(|group_id| group_id.0.to_string()),
+        GroupRequest::Describe,
         |reply| match reply {
             GroupReply::Described(results) => Some(results),
             _ => None,

@@ -176,6 +176,24 @@ pub fn uuid(topic_id: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(topic_id)
 }
 
+/// [`call_coordinators`] for requests that name groups and nothing else (DescribeGroups,
+/// DeleteGroups, ConsumerGroupDescribe): `request` builds a shard's request from its group ids.
+pub async fn call_coordinators_by_id<R>(
+    broker: &Broker,
+    group_ids: impl Iterator<Item = String>,
+    request: impl Fn(Vec<String>) -> GroupRequest,
+    results: impl Fn(GroupReply) -> Option<Vec<Result<R, KafkaError>>>,
+) -> Vec<Result<R, KafkaError>> {
+    let asked: Vec<(String, ())> = group_ids.map(|group_id| (group_id, ())).collect();
+    call_coordinators(
+        broker,
+        asked,
+        |groups| request(groups.into_iter().map(|(group_id, ())| group_id).collect()),
+        results,
+    )
+    .await
+}
+
 /// Sends each group's part of a request to the shard coordinating that group, one bus message
 /// per shard, and returns each group's result in the order given. A group that no shard
 /// coordinates (yet), or whose shard did not answer, gets COORDINATOR_NOT_AVAILABLE.
