@@ -155,8 +155,14 @@ struct State {
     log_end_offset: i64,
     /// Offsets below this are durable.
     durable_end_offset: i64,
+    /// Offsets below this are written (their fdatasync may still be running).
+    written_end_offset: i64,
     high_watermark: i64,
-    flushing: bool,
+    /// A flush is writing the buffered tail. One write at a time; the next may start while
+    /// the previous write's fdatasync runs.
+    writing: bool,
+    /// fdatasyncs running.
+    syncs_in_flight: usize,
     exclusive: bool,
     closed: bool,
     poisoned: Option<String>,
@@ -389,12 +395,14 @@ impl PartitionLog {
                 log_start_offset,
                 log_end_offset,
                 durable_end_offset: log_end_offset,
+                written_end_offset: log_end_offset,
                 high_watermark: if auto_high_watermark {
                     log_end_offset
                 } else {
                     log_start_offset
                 },
-                flushing: false,
+                writing: false,
+                syncs_in_flight: 0,
                 exclusive: false,
                 closed: false,
                 poisoned: None,
@@ -685,7 +693,15 @@ impl PartitionLog {
         full || offsets_overflow || aged
     }
 
-    /// Waits until every offset below `target` is durable, leading a flush if none is running.
+    /// Waits until every offset below `target` is durable, leading a flush if its part of the
+    /// log is not yet written and no other write is running.
+    ///
+    /// Flushes are pipelined: a flush writes the buffered tail, lets the next flush start
+    /// writing, and then runs its own fdatasync, so the disk gets the next write while the
+    /// previous fdatasync runs instead of write, sync, write, sync at queue depth one. Every
+    /// write is followed by its own fdatasync, and an fdatasync covers every write that
+    /// completed before it was issued, so whichever completes first the durable end only
+    /// moves over written and synced bytes.
     pub async fn sync_to(&self, target: i64) -> Result<()> {
         loop {
             let listener = {
@@ -696,18 +712,19 @@ impl PartitionLog {
                 if state.durable_end_offset >= target {
                     return Ok(());
                 }
-                if state.flushing {
+                // Written already: its fdatasync is running and will wake us.
+                if state.writing || state.written_end_offset >= target {
                     Some(self.flushed.listen())
                 } else {
-                    state.flushing = true;
+                    state.writing = true;
                     None
                 }
             };
             match listener {
                 Some(listener) => listener.await,
                 None => {
+                    // flush_once gives up `writing` itself, as soon as its write is done.
                     let result = self.flush_once().await;
-                    self.state.borrow_mut().flushing = false;
                     self.flushed.notify(usize::MAX);
                     self.data_changed.notify(usize::MAX);
                     if let Err(error) = result {
@@ -719,34 +736,67 @@ impl PartitionLog {
         }
     }
 
-    /// One group commit: write the active segment's buffered frames, then one fdatasync.
+    /// One group commit: write the active segment's buffered frames, hand the writing over to
+    /// the next flush, then one fdatasync. Called with `writing` set; clears it on every path
+    /// once its write is over, and never after another flush may have set it again.
     async fn flush_once(&self) -> Result<()> {
-        let (job, end_offset, base) = {
-            let state = self.state.borrow();
+        let planned = {
+            let mut state = self.state.borrow_mut();
             if state.closed {
+                state.writing = false;
                 return Err(self.poison_error("log is closed"));
             }
             let active = state.active();
-            (active.flush_job(), state.log_end_offset, active.base_offset)
-        };
-        if let Some(job) = &job {
-            job.write().await?;
-            if let Some(segment) = self.state.borrow_mut().segments.get_mut(&base) {
-                segment.on_written(job);
+            let planned = (active.flush_job(), state.log_end_offset, active.base_offset);
+            if planned.0.is_none() {
+                // Nothing unwritten. If no fdatasync is running either, everything is durable.
+                state.writing = false;
+                if state.syncs_in_flight == 0 {
+                    let end_offset = planned.1;
+                    state.written_end_offset = state.written_end_offset.max(end_offset);
+                    self.mark_durable(&mut state, end_offset);
+                }
             }
-            job.file.fdatasync().await?;
+            planned
+        };
+        let (Some(job), end_offset, base) = planned else {
+            return Ok(());
+        };
+        let written = job.write().await;
+        {
+            let mut state = self.state.borrow_mut();
+            state.writing = false;
+            if written.is_ok() {
+                if let Some(segment) = state.segments.get_mut(&base) {
+                    segment.on_written(&job);
+                }
+                state.written_end_offset = state.written_end_offset.max(end_offset);
+                state.syncs_in_flight += 1;
+            }
         }
+        self.flushed.notify(usize::MAX);
+        written?;
+        let synced = job.file.fdatasync().await;
         let mut state = self.state.borrow_mut();
-        if let (Some(job), Some(segment)) = (&job, state.segments.get_mut(&base)) {
+        state.syncs_in_flight -= 1;
+        synced?;
+        if let Some(segment) = state.segments.get_mut(&base) {
             segment.on_synced(job.end_position);
         }
+        self.mark_durable(&mut state, end_offset);
+        Ok(())
+    }
+
+    /// Offsets below `end_offset` are durable (never past the log end: a truncation may have
+    /// cut the log while the fdatasync ran).
+    fn mark_durable(&self, state: &mut State, end_offset: i64) {
+        let end_offset = end_offset.min(state.log_end_offset);
         state.durable_end_offset = state.durable_end_offset.max(end_offset);
         if self.auto_high_watermark {
             state.high_watermark = state.high_watermark.max(state.durable_end_offset);
         }
         state.unflushed_messages = 0;
         state.last_flush_ms = now_ms();
-        Ok(())
     }
 
     /// Syncs if the relaxed policy's `flush.ms` has passed. Called by the shard's background
@@ -1218,6 +1268,7 @@ impl PartitionLog {
         let mut state = self.state.borrow_mut();
         state.log_end_offset = new_end;
         state.durable_end_offset = new_end;
+        state.written_end_offset = new_end;
         state.high_watermark = state.high_watermark.min(new_end);
         state.log_start_offset = state.log_start_offset.min(new_end);
         state.read_ahead = None;

@@ -307,9 +307,9 @@ impl Segment {
         }
     }
 
-    /// Plans writing everything appended but not yet durable. `None` when there is nothing.
+    /// Plans writing everything appended but not yet written. `None` when there is nothing.
     pub fn flush_job(&self) -> Option<FlushJob> {
-        if self.synced_position == self.end_position {
+        if self.written_position == self.end_position {
             return None;
         }
         let padded_len = align_up(self.tail.len() as u64) as usize;
