@@ -5,8 +5,9 @@
 //! Concurrency: a log is owned by one shard and used by many tasks on it. State lives in a
 //! `RefCell` that is never borrowed across an await. Appends do their bookkeeping synchronously
 //! (validate, assign offsets, copy into the active segment's tail buffer) and then wait for
-//! durability. The first waiter to find no flush in progress becomes the flush leader: it writes
-//! everything buffered and runs one fdatasync for all waiters (group commit). Operations that
+//! durability. The first waiter to find its data unwritten and no write in progress becomes the
+//! flush leader: it writes everything buffered and runs one fdatasync for all waiters (group
+//! commit), letting the next leader write while that fdatasync runs. Operations that
 //! reshape the segment list (roll, truncate, retention, close) take the log exclusively; appends
 //! wait for them to finish.
 
