@@ -144,6 +144,45 @@ impl Broker {
         self.table.borrow().group_items_by_shard(items, key)
     }
 
+    /// Runs per-partition work on the shards owning the partitions, one bus message per shard,
+    /// and returns each item's `place` (where the caller puts its answer) with its result, in
+    /// no particular order. An item whose partition is not (yet) in this shard's table, or
+    /// whose shard did not answer, gets NOT_LEADER_OR_FOLLOWER: retriable, as the metadata
+    /// moved or the shard is stopping.
+    pub async fn scatter<P, T, R>(
+        &self,
+        items: Vec<(P, TopicPartition, T)>,
+        request: impl Fn(Vec<(TopicPartition, T)>) -> BrokerRequest,
+        results: impl Fn(BrokerResponse) -> Option<PartitionResults<R>>,
+    ) -> Vec<(P, Result<R, KafkaError>)> {
+        let groups = self.group_by_shard(items, |(_, partition, _)| partition);
+        let mut answers: Vec<(P, Result<R, KafkaError>)> = groups
+            .unassigned
+            .into_iter()
+            .map(|(place, _, _)| (place, Err(KafkaError::NotLeaderOrFollower)))
+            .collect();
+        let mut places = Vec::with_capacity(groups.by_shard.len());
+        let mut calls = Vec::with_capacity(groups.by_shard.len());
+        for (shard, items) in groups.by_shard {
+            let (shard_places, work): (Vec<P>, Vec<(TopicPartition, T)>) = items
+                .into_iter()
+                .map(|(place, partition, item)| (place, (partition, item)))
+                .unzip();
+            places.push(shard_places);
+            calls.push((shard, request(work)));
+        }
+        for (shard_places, response) in places.into_iter().zip(self.call_each(calls).await) {
+            let mut replies = response.and_then(&results).unwrap_or_default().into_iter();
+            for place in shard_places {
+                let result = replies
+                    .next()
+                    .map_or(Err(KafkaError::NotLeaderOrFollower), |(_, result)| result);
+                answers.push((place, result));
+            }
+        }
+        answers
+    }
+
     /// Sends `request` to shard `to` (directly if it is this shard).
     pub async fn call(&self, to: ShardId, request: BrokerRequest) -> Option<BrokerResponse> {
         match self.bus().call(to, request).await {

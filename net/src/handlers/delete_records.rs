@@ -23,8 +23,8 @@ pub async fn handle(
 ) -> DeleteRecordsResponse {
     let image = broker.metadata();
     let mut topics: Vec<DeleteRecordsTopicResult> = Vec::new();
-    // (topic index, partition index within it, partition, offset)
-    let mut deletes: Vec<(usize, usize, TopicPartition, i64)> = Vec::new();
+    // ((topic index, partition index within it), partition, offset)
+    let mut deletes: Vec<((usize, usize), TopicPartition, i64)> = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let known = image.topic(&name);
@@ -35,8 +35,7 @@ pub async fn handle(
             });
             if exists {
                 deletes.push((
-                    topics.len(),
-                    partitions.len(),
+                    (topics.len(), partitions.len()),
                     TopicPartition::new(name.clone(), partition.partition_index),
                     partition.offset,
                 ));
@@ -54,42 +53,24 @@ pub async fn handle(
                 .with_partitions(partitions),
         );
     }
-    let groups = broker.group_by_shard(deletes, |(_, _, partition, _)| partition);
-    for (topic, index, _, _) in &groups.unassigned {
-        // Known to the metadata but not (yet) in this shard's table: retriable.
-        topics[*topic].partitions[*index].error_code = KafkaError::NotLeaderOrFollower.code();
-    }
-    let mut calls = Vec::new();
-    let mut places = Vec::new();
-    for (shard, items) in groups.by_shard {
-        places.push(
-            items
-                .iter()
-                .map(|(topic, index, _, _)| (*topic, *index))
-                .collect::<Vec<_>>(),
-        );
-        let request = items
-            .into_iter()
-            .map(|(_, _, partition, offset)| (partition, offset))
-            .collect();
-        calls.push((shard, BrokerRequest::DeleteRecords(request)));
-    }
-    for (places, response) in places.into_iter().zip(broker.call_each(calls).await) {
-        let mut results = match response {
-            Some(BrokerResponse::DeletedRecords(results)) => results,
-            _ => Vec::new(),
-        }
-        .into_iter();
-        for (topic, index) in places {
-            let entry = &mut topics[topic].partitions[index];
-            match results.next() {
-                Some((_, Ok(low_watermark))) => {
-                    entry.error_code = NONE;
-                    entry.low_watermark = low_watermark;
-                }
-                Some((_, Err(error))) => entry.error_code = error.code(),
-                None => entry.error_code = KafkaError::NotLeaderOrFollower.code(),
+    let results = broker
+        .scatter(
+            deletes,
+            BrokerRequest::DeleteRecords,
+            |response| match response {
+                BrokerResponse::DeletedRecords(results) => Some(results),
+                _ => None,
+            },
+        )
+        .await;
+    for ((topic, index), result) in results {
+        let entry = &mut topics[topic].partitions[index];
+        match result {
+            Ok(low_watermark) => {
+                entry.error_code = NONE;
+                entry.low_watermark = low_watermark;
             }
+            Err(error) => entry.error_code = error.code(),
         }
     }
     DeleteRecordsResponse::default().with_topics(topics)

@@ -22,7 +22,7 @@ pub async fn handle(
     let image = broker.metadata();
     let mut responses: Vec<ListOffsetsTopicResponse> = Vec::new();
     // (topic index, partition index within it, query)
-    let mut queries: Vec<(usize, usize, TopicPartition, i64)> = Vec::new();
+    let mut queries: Vec<((usize, usize), TopicPartition, i64)> = Vec::new();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let known = image.topic(&name);
@@ -39,8 +39,7 @@ pub async fn handle(
                 .with_leader_epoch(-1);
             if exists {
                 queries.push((
-                    responses.len(),
-                    partitions.len(),
+                    (responses.len(), partitions.len()),
                     TopicPartition::new(name.clone(), partition.partition_index),
                     partition.timestamp,
                 ));
@@ -53,46 +52,29 @@ pub async fn handle(
                 .with_partitions(partitions),
         );
     }
-    let groups = broker.group_by_shard(queries, |(_, _, partition, _)| partition);
-    for (topic, index, _, _) in &groups.unassigned {
-        responses[*topic].partitions[*index].error_code = KafkaError::NotLeaderOrFollower.code();
-    }
-    let mut calls = Vec::new();
-    let mut places = Vec::new();
-    for (shard, items) in groups.by_shard {
-        places.push(
-            items
-                .iter()
-                .map(|(topic, index, _, _)| (*topic, *index))
-                .collect::<Vec<_>>(),
-        );
-        let request = items
-            .into_iter()
-            .map(|(_, _, partition, timestamp)| (partition, timestamp))
-            .collect();
-        calls.push((shard, BrokerRequest::OffsetForTime(request)));
-    }
-    for (places, response) in places.into_iter().zip(broker.call_each(calls).await) {
-        let results = match response {
-            Some(BrokerResponse::OffsetForTime(results)) => results,
-            _ => Vec::new(),
-        };
-        let mut results = results.into_iter();
-        for (topic, index) in places {
-            let entry = &mut responses[topic].partitions[index];
-            match results.next() {
-                Some((_, Ok((offset, timestamp)))) => {
-                    entry.error_code = NONE;
-                    entry.offset = offset;
-                    entry.timestamp = timestamp;
-                    // The leader epoch is in responses from v4 on (KIP-320).
-                    if version >= 4 && offset >= 0 {
-                        entry.leader_epoch = SINGLE_NODE_LEADER_EPOCH;
-                    }
+    let results = broker
+        .scatter(
+            queries,
+            BrokerRequest::OffsetForTime,
+            |response| match response {
+                BrokerResponse::OffsetForTime(results) => Some(results),
+                _ => None,
+            },
+        )
+        .await;
+    for ((topic, index), result) in results {
+        let entry = &mut responses[topic].partitions[index];
+        match result {
+            Ok((offset, timestamp)) => {
+                entry.error_code = NONE;
+                entry.offset = offset;
+                entry.timestamp = timestamp;
+                // The leader epoch is in responses from v4 on (KIP-320).
+                if version >= 4 && offset >= 0 {
+                    entry.leader_epoch = SINGLE_NODE_LEADER_EPOCH;
                 }
-                Some((_, Err(error))) => entry.error_code = error.code(),
-                None => entry.error_code = KafkaError::NotLeaderOrFollower.code(),
             }
+            Err(error) => entry.error_code = error.code(),
         }
     }
     ListOffsetsResponse::default().with_topics(responses)

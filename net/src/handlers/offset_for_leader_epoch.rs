@@ -31,8 +31,10 @@ pub async fn handle(
 ) -> OffsetForLeaderEpochResponse {
     let image = broker.metadata();
     let mut topics: Vec<OffsetForLeaderTopicResult> = Vec::new();
-    // (topic index, partition index within it, partition, current leader epoch, epoch asked)
-    let mut queries: Vec<(usize, usize, TopicPartition, i32, i32)> = Vec::new();
+    // ((topic index, partition index within it, partition index, current leader epoch, epoch
+    // asked), partition, nothing more for the shard)
+    type Query = ((usize, usize, i32, i32, i32), TopicPartition, ());
+    let mut queries: Vec<Query> = Vec::new();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
         let known = image.topic(&name);
@@ -42,11 +44,15 @@ pub async fn handle(
                 .is_some_and(|topic| (0..topic.partition_count).contains(&partition.partition));
             if exists {
                 queries.push((
-                    topics.len(),
-                    partitions.len(),
+                    (
+                        topics.len(),
+                        partitions.len(),
+                        partition.partition,
+                        partition.current_leader_epoch,
+                        partition.leader_epoch,
+                    ),
                     TopicPartition::new(name.clone(), partition.partition),
-                    partition.current_leader_epoch,
-                    partition.leader_epoch,
+                    (),
                 ));
             }
             partitions.push(failed(
@@ -60,42 +66,34 @@ pub async fn handle(
                 .with_partitions(partitions),
         );
     }
-    let groups = broker.group_by_shard(queries, |(_, _, partition, _, _)| partition);
-    for (topic, index, partition, _, _) in &groups.unassigned {
-        topics[*topic].partitions[*index] =
-            failed(partition.partition.0, KafkaError::NotLeaderOrFollower);
-    }
-    let mut calls = Vec::new();
-    let mut places = Vec::new();
-    for (shard, items) in groups.by_shard {
-        let partitions = items
-            .iter()
-            .map(|(_, _, partition, _, _)| partition.clone())
-            .collect();
-        places.push(items);
-        calls.push((shard, BrokerRequest::State(partitions)));
-    }
-    for (items, response) in places.into_iter().zip(broker.call_each(calls).await) {
-        let mut results = match response {
-            Some(BrokerResponse::State(results)) => results,
-            _ => Vec::new(),
-        }
-        .into_iter();
-        for (topic, index, partition, current_leader_epoch, leader_epoch) in items {
-            let outcome = match results.next() {
-                Some((_, Ok(state))) => end_offset_for(current_leader_epoch, leader_epoch, &state),
-                Some((_, Err(error))) => Err(error),
-                None => Err(KafkaError::NotLeaderOrFollower),
-            };
-            topics[topic].partitions[index] = match outcome {
-                Ok((epoch, end_offset)) => EpochEndOffset::default()
-                    .with_error_code(NONE)
-                    .with_partition(partition.partition.0)
-                    .with_leader_epoch(epoch)
-                    .with_end_offset(end_offset),
-                Err(error) => failed(partition.partition.0, error),
-            };
-        }
+    let results = broker
+        .scatter(
+            queries,
+            |partitions| {
+                BrokerRequest::State(
+                    partitions
+                        .into_iter()
+                        .map(|(partition, ())| partition)
+                        .collect(),
+                )
+            },
+            |response| match response {
+                BrokerResponse::State(results) => Some(results),
+                _ => None,
+            },
+        )
+        .await;
+    for ((topic, index, partition, current_leader_epoch, leader_epoch), state) in results {
+        let outcome =
+            state.and_then(|state| end_offset_for(current_leader_epoch, leader_epoch, &state));
+        topics[topic].partitions[index] = match outcome {
+            Ok((epoch, end_offset)) => EpochEndOffset::default()
+                .with_error_code(NONE)
+                .with_partition(partition)
+                .with_leader_epoch(epoch)
+                .with_end_offset(end_offset),
+            Err(error) => failed(partition, error),
+        };
     }
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
