@@ -99,35 +99,14 @@ pub async fn handle(
             }
         }
     }
-    let groups = broker.group_by_shard(appends, |(_, partition, _)| partition);
-    for (slot, _, _) in &groups.unassigned {
-        // Known to the metadata but not (yet) in this shard's table: retriable.
-        slots[*slot].outcome = Err(KafkaError::NotLeaderOrFollower);
-    }
-    let mut calls = Vec::new();
-    let mut call_slots = Vec::new();
-    for (shard, items) in groups.by_shard {
-        call_slots.push(items.iter().map(|(slot, _, _)| *slot).collect::<Vec<_>>());
-        let request = items
-            .into_iter()
-            .map(|(_, partition, records)| (partition, records))
-            .collect();
-        calls.push((shard, BrokerRequest::Produce(request)));
-    }
-    let responses = broker.call_each(calls).await;
-    for (slots_of_call, response) in call_slots.into_iter().zip(responses) {
-        match response {
-            Some(BrokerResponse::Produced(results)) => {
-                for (slot, (_, outcome)) in slots_of_call.into_iter().zip(results) {
-                    slots[slot].outcome = outcome;
-                }
-            }
-            _ => {
-                for slot in slots_of_call {
-                    slots[slot].outcome = Err(KafkaError::NotLeaderOrFollower);
-                }
-            }
-        }
+    let results = broker
+        .scatter(appends, BrokerRequest::Produce, |response| match response {
+            BrokerResponse::Produced(results) => Some(results),
+            _ => None,
+        })
+        .await;
+    for (slot, outcome) in results {
+        slots[slot].outcome = outcome;
     }
     if acks == ACKS_NONE && valid_acks {
         return None;
