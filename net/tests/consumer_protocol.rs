@@ -21,6 +21,8 @@ use kafka_protocol::messages::{
 };
 
 const GROUP: &str = "kip848";
+/// A group with one member that leaves and nothing committed.
+const LONE_GROUP: &str = "kip848-lone";
 const TOPIC: &str = "kip848-topic";
 const PARTITIONS: i32 = 4;
 
@@ -87,8 +89,12 @@ impl Member {
 }
 
 fn describe(stream: &mut TcpStream) -> ConsumerGroupDescribeResponse {
+    describe_group(stream, GROUP)
+}
+
+fn describe_group(stream: &mut TcpStream, group: &str) -> ConsumerGroupDescribeResponse {
     let request =
-        ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(text(GROUP))]);
+        ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(text(group))]);
     match round_trip(
         stream,
         RequestKind::ConsumerGroupDescribe(request),
@@ -249,6 +255,27 @@ fn two_members_share_a_topic_across_a_restart_and_bad_requests_are_refused() {
     b.beat(&mut stream);
     assert_eq!(b.owned, all);
     assert_eq!(b.epoch, 3);
+
+    // A group whose last member leaves stays, Empty, as in Kafka (offset retention removes
+    // it), even with nothing committed.
+    let mut lone = Member::new("lone-member", topic_id);
+    let joined = consumer_heartbeat(
+        &mut stream,
+        lone.request().with_group_id(GroupId(text(LONE_GROUP))),
+    );
+    assert_eq!(joined.error_code, NONE);
+    lone.epoch = joined.member_epoch;
+    let left = consumer_heartbeat(
+        &mut stream,
+        lone.request()
+            .with_group_id(GroupId(text(LONE_GROUP)))
+            .with_member_epoch(-1),
+    );
+    assert_eq!(left.error_code, NONE);
+    let described = describe_group(&mut stream, LONE_GROUP);
+    assert_eq!(described.groups[0].error_code, NONE, "{described:?}");
+    assert_eq!(described.groups[0].group_state.to_string(), "Empty");
+    assert!(described.groups[0].members.is_empty());
     drop(stream);
     broker.stop();
 }

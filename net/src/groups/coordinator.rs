@@ -675,14 +675,18 @@ impl GroupCoordinator {
         ))
     }
 
-    /// Forgets a group created for a request that left it empty (a refused first heartbeat),
-    /// so that failed joins do not leave groups behind.
+    /// Forgets a group created for a request that left it empty and wrote nothing (a refused
+    /// first heartbeat), so that failed joins do not leave groups behind. A group that was
+    /// written stays, Empty, as in Kafka, until offset retention removes it with a tombstone:
+    /// memory and the log keep agreeing.
     fn forget_if_empty(&self, group_id: &str, slot: &Rc<GroupSlot>) {
         let mut groups = self.groups.borrow_mut();
         let same = groups
             .get(group_id)
             .is_some_and(|current| Rc::ptr_eq(current, slot));
-        let untouched = slot.offsets.borrow().is_empty() && slot.group.borrow().is_empty();
+        let untouched = slot.offsets.borrow().is_empty()
+            && slot.persisted.borrow().is_none()
+            && slot.group.borrow().is_empty();
         if same && untouched {
             groups.remove(group_id);
         }
