@@ -4,12 +4,11 @@
 //! command at a time. The metadata rules themselves are `ringlog_cluster::metadata`'s; the
 //! replicated controller of the cluster issue will replace this file, not those rules.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use event_listener::Event;
 use ringlog_cluster::MetadataImage;
 use ringlog_engine::rt::fs::Storage;
 use ringlog_engine::shard::table::{ShardTable, ShardTableUpdate};
@@ -30,25 +29,13 @@ pub struct Controller {
     storage: Storage,
     path: PathBuf,
     state: RefCell<State>,
-    busy: Cell<bool>,
-    idle: Event,
+    /// One command at a time: each is validated, persisted and applied before the next.
+    turn: async_lock::Mutex<()>,
 }
 
 struct State {
     image: MetadataImage,
     table: ShardTable,
-}
-
-/// Releases the controller for the next command when dropped.
-struct Turn<'a> {
-    controller: &'a Controller,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.controller.busy.set(false);
-        self.controller.idle.notify(1);
-    }
 }
 
 impl Controller {
@@ -87,26 +74,14 @@ impl Controller {
             storage,
             path,
             state: RefCell::new(State { image, table }),
-            busy: Cell::new(false),
-            idle: Event::new(),
+            turn: async_lock::Mutex::new(()),
         })
-    }
-
-    async fn turn(&self) -> Turn<'_> {
-        loop {
-            let listener = self.idle.listen();
-            if !self.busy.get() {
-                self.busy.set(true);
-                return Turn { controller: self };
-            }
-            listener.await;
-        }
     }
 
     /// Opens every partition on its shard and gives every shard the metadata: the broker's
     /// start. Partitions that fail to open are reported and stay offline.
     pub async fn bootstrap(&self, broker: &Broker) {
-        let _turn = self.turn().await;
+        let _turn = self.turn.lock().await;
         let (image, table) = self.snapshot();
         let partitions: Vec<TopicPartition> =
             table.assignments().map(|(tp, _)| tp.clone()).collect();
@@ -215,7 +190,7 @@ impl Controller {
 
     /// Serves one controller command.
     pub async fn handle(&self, broker: &Broker, request: ControllerRequest) -> ControllerResponse {
-        let _turn = self.turn().await;
+        let _turn = self.turn.lock().await;
         match request {
             ControllerRequest::CreateTopics {
                 topics,
