@@ -63,7 +63,10 @@ enum Load {
 /// One offsets partition owned by this shard.
 struct OffsetsPartition {
     load: Cell<Load>,
-    gate: WriteGate,
+    /// Appends to the partition share it; a checkpoint takes it alone (writer-preferring: a
+    /// waiting checkpoint stops new appends at once). Every writer updates memory in the same
+    /// poll its append returns in, so a checkpoint never reads memory that lags the log.
+    gate: async_lock::RwLock<()>,
     checkpointing: Cell<bool>,
     /// Live records (group snapshots and committed offsets) at the last load or checkpoint.
     live_records: Cell<u64>,
@@ -73,81 +76,15 @@ impl OffsetsPartition {
     fn new() -> Rc<OffsetsPartition> {
         Rc::new(OffsetsPartition {
             load: Cell::new(Load::Loading),
-            gate: WriteGate::default(),
+            gate: async_lock::RwLock::new(()),
             checkpointing: Cell::new(false),
             live_records: Cell::new(0),
         })
     }
 }
 
-/// Appends to an offsets partition share the gate; a checkpoint takes it alone, so no write is
-/// between its append and the in-memory update that follows it while a checkpoint reads the
-/// memory (every writer updates memory in the same poll its append returns in).
-#[derive(Default)]
-struct WriteGate {
-    writers: Cell<usize>,
-    exclusive: Cell<bool>,
-    changed: Event,
-}
-
-struct WriteTurn<'a> {
-    gate: &'a WriteGate,
-}
-
-impl Drop for WriteTurn<'_> {
-    fn drop(&mut self) {
-        self.gate.writers.set(self.gate.writers.get() - 1);
-        self.gate.changed.notify(usize::MAX);
-    }
-}
-
-struct ExclusiveTurn<'a> {
-    gate: &'a WriteGate,
-}
-
-impl Drop for ExclusiveTurn<'_> {
-    fn drop(&mut self) {
-        self.gate.exclusive.set(false);
-        self.gate.changed.notify(usize::MAX);
-    }
-}
-
-impl WriteGate {
-    async fn write(&self) -> WriteTurn<'_> {
-        loop {
-            let listener = self.changed.listen();
-            if !self.exclusive.get() {
-                self.writers.set(self.writers.get() + 1);
-                return WriteTurn { gate: self };
-            }
-            listener.await;
-        }
-    }
-
-    /// Stops new writers at once, then waits for the ones under way.
-    async fn exclusive(&self) -> ExclusiveTurn<'_> {
-        loop {
-            let listener = self.changed.listen();
-            if !self.exclusive.get() {
-                self.exclusive.set(true);
-                break;
-            }
-            listener.await;
-        }
-        let turn = ExclusiveTurn { gate: self };
-        loop {
-            let listener = self.changed.listen();
-            if self.writers.get() == 0 {
-                return turn;
-            }
-            listener.await;
-        }
-    }
-}
-
 /// The group a group id names. It speaks one protocol at a time: an empty group of one kind
 /// becomes the other when a member of the other protocol arrives, as Kafka converts them.
-#[derive(Clone)]
 enum AnyGroup {
     Classic(Group),
     Consumer(ConsumerGroup),
@@ -209,20 +146,8 @@ struct GroupSlot {
     /// When the group was first seen without members, for offset retention.
     empty_since_ms: Cell<Option<i64>>,
     offsets: RefCell<BTreeMap<(String, i32), CommittedOffset>>,
-    busy: Cell<bool>,
-    idle: Event,
-}
-
-/// Releases a [`GroupSlot`] when dropped.
-struct Turn<'a> {
-    slot: &'a GroupSlot,
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.slot.busy.set(false);
-        self.slot.idle.notify(1);
-    }
+    /// Held while an event's actions are carried out.
+    lock: async_lock::Mutex<()>,
 }
 
 impl GroupSlot {
@@ -233,20 +158,12 @@ impl GroupSlot {
             persisted: RefCell::new(None),
             empty_since_ms: Cell::new(None),
             offsets: RefCell::new(BTreeMap::new()),
-            busy: Cell::new(false),
-            idle: Event::new(),
+            lock: async_lock::Mutex::new(()),
         })
     }
 
-    async fn turn(&self) -> Turn<'_> {
-        loop {
-            let listener = self.idle.listen();
-            if !self.busy.get() {
-                self.busy.set(true);
-                return Turn { slot: self };
-            }
-            listener.await;
-        }
+    async fn turn(&self) -> async_lock::MutexGuard<'_, ()> {
+        self.lock.lock().await
     }
 }
 
@@ -325,17 +242,18 @@ impl GroupCoordinator {
             .borrow()
             .values()
             .filter(|slot| {
-                !slot.busy.get()
-                    && slot
-                        .group
-                        .borrow()
-                        .next_deadline_ms()
-                        .is_some_and(|deadline| deadline <= now)
+                slot.group
+                    .borrow()
+                    .next_deadline_ms()
+                    .is_some_and(|deadline| deadline <= now)
             })
             .cloned()
             .collect();
         for slot in due {
-            let _turn = slot.turn().await;
+            // A group busy with a request is left for the next tick.
+            let Some(_turn) = slot.lock.try_lock() else {
+                continue;
+            };
             let now = now_ms();
             let (actions, snapshot) = match &mut *slot.group.borrow_mut() {
                 AnyGroup::Classic(classic) => (classic.handle(GroupEvent::Tick, now), None),
@@ -474,7 +392,7 @@ impl GroupCoordinator {
             .shard
             .log(&storage::offsets_partition(partition))
             .map_err(|error| error.to_string())?;
-        let _exclusive = state.gate.exclusive().await;
+        let _exclusive = state.gate.write().await;
         let start = log.log_end_offset();
         let dropped = start - log.log_start_offset();
         let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -790,7 +708,6 @@ impl GroupCoordinator {
                     "the group was removed meanwhile; retry".to_string(),
                 ));
             }
-            let before = slot.group.borrow().clone();
             let outcome = {
                 let mut group = slot.group.borrow_mut();
                 if let AnyGroup::Classic(classic) = &*group {
@@ -817,7 +734,10 @@ impl GroupCoordinator {
                 (result, Some(snapshot)) => match self.persist(broker, &slot, &snapshot).await {
                     Ok(()) => result,
                     Err(kafka) => {
-                        *slot.group.borrow_mut() = before;
+                        // Back to what the log says: the last durable snapshot.
+                        let persisted = slot.persisted.borrow().clone();
+                        *slot.group.borrow_mut() =
+                            self.restore_group(group_id, persisted.as_ref(), now_ms());
                         Err(error(
                             kafka,
                             "the group's change was not written".to_string(),
@@ -918,7 +838,7 @@ impl GroupCoordinator {
             .get(&partition)
             .cloned()
             .ok_or(KafkaError::NotCoordinator)?;
-        let _turn = state.gate.write().await;
+        let _turn = state.gate.read().await;
         let batch = build_batch(now_ms(), records);
         log.append(&batch, 0).await.map_err(|error| {
             tracing::error!(%error, partition, "offsets partition append failed");
@@ -1190,28 +1110,7 @@ impl GroupCoordinator {
         let mut live = 0_u64;
         for group_id in group_ids {
             let persisted = snapshots.get(&group_id).cloned().flatten();
-            let snapshot = persisted
-                .as_ref()
-                .and_then(|value| storage::decode_group(value).ok());
-            let group = match snapshot {
-                Some(StoredGroup::Classic(snapshot)) => {
-                    Group::restore(snapshot, self.config.clone(), fastrand::u64(..), now)
-                        .map(AnyGroup::Classic)
-                        .map_err(|error| error.to_string())
-                }
-                Some(StoredGroup::Consumer(snapshot)) => ConsumerGroup::restore(
-                    snapshot,
-                    self.consumer_config.clone(),
-                    fastrand::u64(..),
-                    now,
-                )
-                .map(AnyGroup::Consumer),
-                None => Ok(self.new_group(&group_id)),
-            };
-            let group = group.unwrap_or_else(|error| {
-                tracing::warn!(group = %group_id, %error, "group not restored; starting it empty");
-                self.new_group(&group_id)
-            });
+            let group = self.restore_group(&group_id, persisted.as_ref(), now);
             let slot = GroupSlot::new(partition, group);
             *slot.offsets.borrow_mut() = offsets.remove(&group_id).unwrap_or_default();
             // A group restored without members went empty at about its last commit (or its
@@ -1243,6 +1142,31 @@ impl GroupCoordinator {
         );
         state.load.set(Load::Loaded);
         Ok(())
+    }
+
+    /// A group as its durable snapshot record `persisted` describes it at `now`; a fresh classic
+    /// group if there is none or it cannot be read.
+    fn restore_group(&self, group_id: &str, persisted: Option<&Bytes>, now: i64) -> AnyGroup {
+        let group = match persisted.map(|value| storage::decode_group(value)) {
+            Some(Ok(StoredGroup::Classic(snapshot))) => {
+                Group::restore(snapshot, self.config.clone(), fastrand::u64(..), now)
+                    .map(AnyGroup::Classic)
+                    .map_err(|error| error.to_string())
+            }
+            Some(Ok(StoredGroup::Consumer(snapshot))) => ConsumerGroup::restore(
+                snapshot,
+                self.consumer_config.clone(),
+                fastrand::u64(..),
+                now,
+            )
+            .map(AnyGroup::Consumer),
+            Some(Err(error)) => Err(error),
+            None => Ok(self.new_group(group_id)),
+        };
+        group.unwrap_or_else(|error| {
+            tracing::warn!(group = %group_id, %error, "group not restored; starting it empty");
+            self.new_group(group_id)
+        })
     }
 
     /// Forgets an offsets partition this shard no longer has (its topic was deleted).
