@@ -599,15 +599,17 @@ impl ConsumerGroup {
         *persist |= self.reconcile(&member_id, request.owned.as_ref(), now_ms);
 
         let member = self.members.get_mut(&member_id).expect("found or created");
-        let current = (member.member_epoch, member.assigned.clone());
+        let already_sent = member.sent.as_ref().is_some_and(|(epoch, assignment)| {
+            *epoch == member.member_epoch && *assignment == member.assigned
+        });
         let differs_from_owned = request
             .owned
             .as_ref()
             .is_some_and(|owned| *owned != member.assigned);
-        let send = joining || member.sent.as_ref() != Some(&current) || differs_from_owned;
-        let assignment = send.then(|| current.1.clone());
-        if send {
-            member.sent = Some(current);
+        let send = joining || !already_sent || differs_from_owned;
+        let assignment = send.then(|| member.assigned.clone());
+        if let Some(assignment) = &assignment {
+            member.sent = Some((member.member_epoch, assignment.clone()));
         }
         Ok(ConsumerHeartbeatResponse {
             member_id,
