@@ -205,7 +205,8 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn failed(error: KafkaError, member_id: String) -> JoinResponse {
+    /// A refused join: Kafka's answer with no generation.
+    pub fn failed(error: KafkaError, member_id: String) -> JoinResponse {
         JoinResponse {
             error: Some(error),
             generation_id: NO_GENERATION,

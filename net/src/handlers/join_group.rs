@@ -54,23 +54,10 @@ pub async fn handle(
         .await;
     let response = match reply {
         Some(GroupReply::Member(Ok(GroupResponse::Join(response)))) => response,
-        Some(GroupReply::Member(Err(error))) => failed(error, member_id),
-        _ => failed(KafkaError::CoordinatorNotAvailable, member_id),
+        Some(GroupReply::Member(Err(error))) => JoinResponse::failed(error, member_id),
+        _ => JoinResponse::failed(KafkaError::CoordinatorNotAvailable, member_id),
     };
     encode(response, version)
-}
-
-fn failed(error: KafkaError, member_id: String) -> JoinResponse {
-    JoinResponse {
-        error: Some(error),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader_id: String::new(),
-        member_id,
-        members: Vec::new(),
-        skip_assignment: false,
-    }
 }
 
 fn encode(response: JoinResponse, version: i16) -> JoinGroupResponse {

@@ -11,7 +11,18 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 use super::{call_coordinators, str_bytes};
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::messages::{FetchedOffsets, GroupReply, GroupRequest, OffsetsWanted};
+use crate::messages::{FetchedOffsets, GroupPartitions, GroupReply, GroupRequest, OffsetsWanted};
+
+/// The (topic, partition) pairs a request's topics name (v1-7 and v8+ spell them alike).
+fn partitions<'a>(topics: impl Iterator<Item = (&'a TopicName, &'a [i32])>) -> GroupPartitions {
+    topics
+        .flat_map(|(name, indexes)| {
+            indexes
+                .iter()
+                .map(move |index| (name.0.to_string(), *index))
+        })
+        .collect()
+}
 
 /// The offset reported for a partition with nothing committed.
 const NO_OFFSET: i64 = -1;
@@ -23,15 +34,11 @@ pub async fn handle(
 ) -> OffsetFetchResponse {
     let asked: Vec<(String, OffsetsWanted)> = if version < 8 {
         let topics = request.topics.as_ref().map(|topics| {
-            topics
-                .iter()
-                .flat_map(|topic| {
-                    topic
-                        .partition_indexes
-                        .iter()
-                        .map(|index| (topic.name.0.to_string(), *index))
-                })
-                .collect()
+            partitions(
+                topics
+                    .iter()
+                    .map(|topic| (&topic.name, topic.partition_indexes.as_slice())),
+            )
         });
         let wanted = OffsetsWanted {
             partitions: topics,
@@ -44,15 +51,11 @@ pub async fn handle(
             .iter()
             .map(|group| {
                 let topics = group.topics.as_ref().map(|topics| {
-                    topics
-                        .iter()
-                        .flat_map(|topic| {
-                            topic
-                                .partition_indexes
-                                .iter()
-                                .map(|index| (topic.name.0.to_string(), *index))
-                        })
-                        .collect()
+                    partitions(
+                        topics
+                            .iter()
+                            .map(|topic| (&topic.name, topic.partition_indexes.as_slice())),
+                    )
                 });
                 // v9+: a consumer-protocol member names itself (null member id: anyone).
                 let member = group
