@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only parses the command line; each subcommand lives in its own
 //! module here so it can be tested and reused.
 
+pub mod kafka;
 pub mod machine;
 pub mod measure;
 pub mod storage;
