@@ -9,6 +9,7 @@
 //! they read against what was acknowledged, and reports: terminal summary, JSON, HTML.
 
 pub mod admin;
+pub mod compare;
 pub mod consumer;
 pub mod procstat;
 pub mod producer;
