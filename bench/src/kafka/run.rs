@@ -29,6 +29,9 @@ const CONSUMERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A drain never takes longer than this in total.
 const DRAIN_MAX: Duration = Duration::from_secs(300);
+/// Room a batch needs in a request beyond its message values: the request and batch headers
+/// and per-record framing of a full batch (a 100-byte message carries ~10 bytes of framing).
+const BATCH_OVERHEAD_MAX: usize = 64 * 1024;
 /// Bytes per GB in the CPU-seconds-per-GB figure (decimal, like MB/s).
 const BYTES_PER_GB: f64 = 1e9;
 /// A progress line is printed this often when stderr is not a terminal.
@@ -104,6 +107,9 @@ pub struct KafkaArgs {
     /// `batch.size`: bytes of message values per batch before it is sent.
     #[arg(long, default_value_t = 16 * 1024)]
     pub batch_size: usize,
+    /// `max.request.size`: the largest Produce request; a batch must fit in it.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_request_size: usize,
     /// `linger.ms`: how long a batch may wait to fill.
     #[arg(long, default_value_t = 1.0)]
     pub linger_ms: f64,
@@ -184,6 +190,15 @@ impl KafkaArgs {
         }
         if self.max_in_flight == 0 || self.batch_size == 0 {
             bail!("--max-in-flight and --batch-size must be at least 1");
+        }
+        if self.batch_size + BATCH_OVERHEAD_MAX > self.max_request_size {
+            bail!(
+                "--batch-size {} does not fit in --max-request-size {} (leave {BATCH_OVERHEAD_MAX} \
+                 bytes for the request and batch headers); Kafka brokers refuse larger requests \
+                 (message.max.bytes) with MESSAGE_TOO_LARGE",
+                self.batch_size,
+                self.max_request_size
+            );
         }
         if self.buffer_bytes < self.batch_size {
             bail!("--buffer-bytes must hold at least one batch (--batch-size)");
