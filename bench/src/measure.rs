@@ -60,16 +60,17 @@ impl LatencySummary {
 
 /// CPU time consumed so far by the calling thread.
 pub fn thread_cpu() -> Duration {
-    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+    read_clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// CPU time consumed so far by the whole process, including glommio's helper threads and the
 /// kernel's io_uring workers (which run fdatasync and fallocate on the process's behalf).
 pub fn process_cpu() -> Duration {
-    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+    read_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
-fn cpu_clock(clock: libc::clockid_t) -> Duration {
+/// The current reading of `clock` (a CPU clock, or CLOCK_MONOTONIC); zero if it cannot be read.
+pub fn read_clock(clock: libc::clockid_t) -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

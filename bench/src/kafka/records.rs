@@ -35,13 +35,7 @@ const CONTROL_FLAG: i16 = 0x20;
 /// on one machine (CLOCK_MONOTONIC is system-wide on Linux).
 pub mod clock {
     pub fn now_us() -> u64 {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `now` is a valid, writable timespec and CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+        crate::measure::read_clock(libc::CLOCK_MONOTONIC).as_micros() as u64
     }
 }
 
