@@ -69,6 +69,10 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     /// Set by [`SimDisk::crash`]: the machine is down and every operation fails.
     crashed: bool,
+    /// Power losses so far. A handle opened before the last one belongs to a process that died
+    /// with the machine: its operations fail, so a task that outlived the "crash" in the test's
+    /// executor cannot touch the disk the recovered log now owns.
+    boots: u64,
     /// Operations attempted since the fault config was last set.
     operations: u64,
     stats: SimStats,
@@ -135,6 +139,7 @@ impl SimDisk {
                 durable_names: BTreeMap::new(),
                 dirs,
                 crashed: false,
+                boots: 0,
                 operations: 0,
                 stats: SimStats::default(),
             }),
@@ -193,6 +198,7 @@ impl SimDisk {
         let live: BTreeSet<u64> = state.names.values().copied().collect();
         state.files.retain(|id, _| live.contains(id));
         state.crashed = false;
+        state.boots += 1;
     }
 
     /// The bytes a file would hold after power loss with no unsynced write surviving.
@@ -306,6 +312,7 @@ impl SimDisk {
             disk: Rc::clone(self),
             id,
             path: Rc::from(path),
+            boot: state.boots,
         })
     }
 
@@ -397,9 +404,20 @@ pub struct SimFile {
     disk: Rc<SimDisk>,
     id: u64,
     path: Rc<Path>,
+    /// The disk's power-loss count when this handle was opened.
+    boot: u64,
 }
 
 impl SimFile {
+    /// [`SimDisk::check_alive`], and EIO for a handle from before the last power loss.
+    fn check_alive(&self, op: &'static str) -> Result<()> {
+        self.disk.check_alive(op, &self.path)?;
+        if self.disk.state.borrow().boots != self.boot {
+            return Err(injected(op, &self.path));
+        }
+        Ok(())
+    }
+
     async fn maybe_yield(&self) {
         let interleave = self.disk.state.borrow().faults.interleave;
         if interleave {
@@ -409,7 +427,7 @@ impl SimFile {
 
     pub(crate) async fn write_at(&self, data: &[u8], position: u64) -> Result<()> {
         self.maybe_yield().await;
-        self.disk.check_alive("write", &self.path)?;
+        self.check_alive("write")?;
         let mut state = self.disk.state.borrow_mut();
         let state = &mut *state;
         state.stats.writes += 1;
@@ -445,7 +463,7 @@ impl SimFile {
 
     pub(crate) async fn read_at(&self, position: u64, len: usize) -> Result<Bytes> {
         self.maybe_yield().await;
-        self.disk.check_alive("read", &self.path)?;
+        self.check_alive("read")?;
         let state = self.disk.state.borrow();
         let Some(file) = state.files.get(&self.id) else {
             return Ok(Bytes::new());
@@ -457,7 +475,7 @@ impl SimFile {
 
     pub(crate) async fn fdatasync(&self) -> Result<()> {
         self.maybe_yield().await;
-        self.disk.check_alive("fdatasync", &self.path)?;
+        self.check_alive("fdatasync")?;
         let mut state = self.disk.state.borrow_mut();
         let state = &mut *state;
         state.stats.syncs += 1;
@@ -480,7 +498,7 @@ impl SimFile {
     }
 
     pub(crate) fn pre_allocate(&self, size: u64) -> Result<()> {
-        self.disk.check_alive("fallocate", &self.path)?;
+        self.check_alive("fallocate")?;
         let mut state = self.disk.state.borrow_mut();
         let state = &mut *state;
         if SimDisk::would_overflow(state, self.id, size) {
@@ -500,7 +518,7 @@ impl SimFile {
     }
 
     pub(crate) fn truncate(&self, size: u64) -> Result<()> {
-        self.disk.check_alive("truncate", &self.path)?;
+        self.check_alive("truncate")?;
         let mut state = self.disk.state.borrow_mut();
         let file = state.files.entry(self.id).or_default();
         file.current.resize(size as usize, 0);
