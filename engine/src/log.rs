@@ -451,6 +451,17 @@ impl PartitionLog {
         self.state.borrow().high_watermark
     }
 
+    /// How far past its written data the active segment's zeroed runway reaches (see
+    /// [`crate::segment::Runway`]); 0 for a closed log.
+    pub fn zeroed_ahead_bytes(&self) -> u64 {
+        let state = self.state.borrow();
+        state
+            .segments
+            .values()
+            .next_back()
+            .map_or(0, Segment::zeroed_ahead_bytes)
+    }
+
     /// Sets the high watermark (replication); clamped to the log's durable end.
     pub fn set_high_watermark(&self, offset: i64) {
         let mut state = self.state.borrow_mut();
@@ -763,13 +774,34 @@ impl PartitionLog {
         let (Some(job), end_offset, base) = planned else {
             return Ok(());
         };
+        // A zero write running ahead of the appends must be over before data goes where it
+        // writes (it cannot start again: the next one is planned only after this write).
+        let job_end = job.position + job.data.len() as u64;
+        loop {
+            let overlap = self
+                .state
+                .borrow()
+                .segments
+                .get(&base)
+                .and_then(|segment| segment.zero_overlap(job.position, job_end));
+            match overlap {
+                Some(listener) => listener.await,
+                None => break,
+            }
+        }
         let written = job.write().await;
         {
             let mut state = self.state.borrow_mut();
             state.writing = false;
             if written.is_ok() {
+                let reshaping = state.exclusive || state.closed;
                 if let Some(segment) = state.segments.get_mut(&base) {
                     segment.on_written(&job);
+                    if !reshaping {
+                        if let Some(zero) = segment.runway_job() {
+                            crate::rt::spawn_detached(crate::rt::TaskClass::Background, zero.run());
+                        }
+                    }
                 }
                 state.written_end_offset = state.written_end_offset.max(end_offset);
                 state.syncs_in_flight += 1;
@@ -786,6 +818,22 @@ impl PartitionLog {
         }
         self.mark_durable(&mut state, end_offset);
         Ok(())
+    }
+
+    /// Stops the active segment's zeroing and waits for its zero write in flight, before the
+    /// file is sealed, cut, closed or deleted. Called under the exclusive hold, so no flush
+    /// plans another zero write until the runway is restarted.
+    async fn stop_runway(&self) {
+        let runway = self
+            .state
+            .borrow()
+            .segments
+            .values()
+            .next_back()
+            .map(Segment::runway);
+        if let Some(runway) = runway {
+            runway.stop().await;
+        }
     }
 
     /// Offsets below `end_offset` are durable (never past the log end: a truncation may have
@@ -854,6 +902,7 @@ impl PartitionLog {
         }
         let target = self.state.borrow().log_end_offset;
         self.sync_to(target).await?;
+        self.stop_runway().await;
         let (file, index_path, index_bytes, end_position, base) = {
             let state = self.state.borrow();
             let active = state.active();
@@ -1218,6 +1267,7 @@ impl PartitionLog {
             return Ok(end);
         }
         self.sync_to(end).await?;
+        self.stop_runway().await;
         let offset = offset.max(self.state.borrow().log_start_offset);
         let (doomed, keeper): (Vec<i64>, Option<i64>) = {
             let state = self.state.borrow();
@@ -1311,6 +1361,7 @@ impl PartitionLog {
         }
         self.state.borrow_mut().closed = true;
         self.data_changed.notify(usize::MAX);
+        self.stop_runway().await;
         self.close_files().await?;
         drop(guard);
         if let Some(cache) = &self.cache {
@@ -1335,6 +1386,7 @@ impl PartitionLog {
         let _guard = self.exclusive().await?;
         self.state.borrow_mut().closed = true;
         self.data_changed.notify(usize::MAX);
+        self.stop_runway().await;
         if let Some(cache) = &self.cache {
             cache.remove_log(self.cache_key);
         }

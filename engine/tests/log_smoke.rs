@@ -95,3 +95,136 @@ async fn read_all(log: &PartitionLog) -> usize {
     }
     count
 }
+
+/// Bytes of each batch the broker never changes: everything from `attributes` on (the base
+/// offset and the CRC-covered header fields before it are patched or fixed on append).
+const CLIENT_BYTES_FROM: usize = 21;
+
+/// Reads back every `(base offset, batch)` in `acked` and compares the client's bytes.
+async fn assert_acked_intact(log: &PartitionLog, acked: &[(i64, bytes::Bytes)]) {
+    for (base_offset, batch) in acked {
+        let read = log
+            .read(*base_offset, 1, ReadLimit::HighWatermark)
+            .await
+            .expect("read acknowledged batch");
+        let got = read
+            .batches
+            .first()
+            .expect("a batch at an acknowledged offset");
+        assert_eq!(
+            &got[CLIENT_BYTES_FROM..],
+            &batch[CLIENT_BYTES_FROM..],
+            "batch at {base_offset} changed"
+        );
+    }
+}
+
+/// Appends `batches` batches of `value_bytes` from `appenders` concurrent tasks (so flushes
+/// are shared and small), returning every acknowledgement and the longest zeroed runway seen.
+async fn append_concurrently(
+    log: &std::rc::Rc<PartitionLog>,
+    appenders: u32,
+    batches: u32,
+    value_bytes: usize,
+    round: u32,
+) -> (Vec<(i64, bytes::Bytes)>, u64) {
+    let mut tasks = Vec::new();
+    for appender in 0..appenders {
+        let log = std::rc::Rc::clone(log);
+        tasks.push(rt::spawn(rt::TaskClass::Latency, async move {
+            let mut acked = Vec::new();
+            let mut runway_max = 0;
+            for sequence in 0..batches {
+                let value = format!("{round}/{appender}/{sequence}/")
+                    .repeat(value_bytes / 8)
+                    .into_bytes();
+                let batch = build_batch(i64::from(sequence), &[(None, Some(&value))]);
+                let appended = log.append(&batch, 0).await.expect("append");
+                acked.push((appended.base_offset, batch));
+                runway_max = runway_max.max(log.zeroed_ahead_bytes());
+            }
+            (acked, runway_max)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut runway_max = 0;
+    for task in tasks {
+        let (acked, seen) = task.await;
+        all.extend(acked);
+        runway_max = runway_max.max(seen);
+    }
+    (all, runway_max)
+}
+
+/// Small concurrent flushes make the active segment zero ahead of its appends; none of those
+/// zero writes may land on data, across truncation, a clean restart and a crash-style reopen.
+/// Large flushes do not zero at all.
+#[test]
+fn zeroes_ahead_of_small_flushes_and_never_over_data() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().to_path_buf();
+    let config = LogConfig {
+        segment_bytes: 16 * 1024 * 1024,
+        ..LogConfig::default()
+    };
+    let large_flush_config = config.clone();
+    rt::block_on(async move {
+        Storage::Real.prime_data_dir(&dir).await.expect("prime");
+        let (log, _) = PartitionLog::open(options(&dir, config.clone()))
+            .await
+            .expect("open");
+        let log = std::rc::Rc::new(log);
+        // ~3 MiB in ~6 KiB batches: past the 1 MiB where a segment starts zeroing.
+        let (mut acked, runway_max) = append_concurrently(&log, 4, 128, 6000, 0).await;
+        assert!(
+            runway_max >= ringlog_engine::segment::ZERO_CHUNK_BYTES / 2,
+            "small flushes zero ahead (longest runway seen: {runway_max} bytes)"
+        );
+        assert_acked_intact(&log, &acked).await;
+
+        // Cut the log in the middle and keep appending: the runway restarts behind the cut.
+        acked.sort_by_key(|(offset, _)| *offset);
+        let cut = acked[acked.len() / 2].0;
+        assert_eq!(log.truncate_to(cut).await.expect("truncate"), cut);
+        acked.retain(|(offset, _)| *offset < cut);
+        let (more, _) = append_concurrently(&log, 4, 64, 6000, 1).await;
+        acked.extend(more);
+        assert_acked_intact(&log, &acked).await;
+        log.close().await.expect("close");
+        drop(log);
+
+        let (log, recovery) = PartitionLog::open(options(&dir, config.clone()))
+            .await
+            .expect("reopen");
+        assert!(recovery.clean_shutdown);
+        let log = std::rc::Rc::new(log);
+        assert_acked_intact(&log, &acked).await;
+        let (more, _) = append_concurrently(&log, 4, 64, 6000, 2).await;
+        acked.extend(more);
+        drop(log);
+
+        // Crash-style reopen: recovery scans past the data into the zeroed runway.
+        let (log, recovery) = PartitionLog::open(options(&dir, config.clone()))
+            .await
+            .expect("reopen after crash");
+        assert!(!recovery.clean_shutdown);
+        assert_acked_intact(&log, &acked).await;
+        assert_eq!(read_all(&log).await, acked.len());
+        log.close().await.expect("close");
+    });
+
+    // One appender with 256 KiB batches: every flush is large, so no zeroing.
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().to_path_buf();
+    rt::block_on(async move {
+        Storage::Real.prime_data_dir(&dir).await.expect("prime");
+        let (log, _) = PartitionLog::open(options(&dir, large_flush_config))
+            .await
+            .expect("open");
+        let log = std::rc::Rc::new(log);
+        let (acked, runway_max) = append_concurrently(&log, 1, 16, 256 * 1024, 0).await;
+        assert_eq!(runway_max, 0, "large flushes do not zero ahead");
+        assert_acked_intact(&log, &acked).await;
+        log.close().await.expect("close");
+    });
+}

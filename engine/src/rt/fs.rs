@@ -315,6 +315,38 @@ impl File {
         }
     }
 
+    /// Writes `len` zero bytes at `position`; both must be multiples of
+    /// [`DMA_ALIGNMENT_BYTES`].
+    pub async fn write_zeroes_at(&self, position: u64, len: usize) -> Result<()> {
+        match &self.inner {
+            FileInner::Dma(file) => {
+                assert_eq!(position % DMA_ALIGNMENT_BYTES, 0, "unaligned zero write");
+                assert_eq!(len as u64 % DMA_ALIGNMENT_BYTES, 0, "unaligned zero length");
+                if len == 0 {
+                    return Ok(());
+                }
+                let mut buffer = file.alloc_dma_buffer(len);
+                buffer.as_bytes_mut().fill(0);
+                let written = file
+                    .write_at(buffer, position)
+                    .await
+                    .map_err(|e| glommio_err("write", &self.path, e))?;
+                if written != len {
+                    return Err(Error::io(
+                        "write",
+                        self.path.to_path_buf(),
+                        io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("short write: {written} of {len} bytes"),
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            FileInner::Sim(_) => self.write_at(&vec![0; len], position).await,
+        }
+    }
+
     pub async fn fdatasync(&self) -> Result<()> {
         match &self.inner {
             FileInner::Dma(file) => file
