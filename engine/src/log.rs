@@ -771,12 +771,12 @@ impl PartitionLog {
             }
             planned
         };
-        let (Some(job), end_offset, base) = planned else {
+        let (Some(mut job), end_offset, base) = planned else {
             return Ok(());
         };
         // A zero write running ahead of the appends must be over before data goes where it
         // writes (it cannot start again: the next one is planned only after this write).
-        let job_end = job.position + job.data.len() as u64;
+        let job_end = job.position + job.len;
         loop {
             let overlap = self
                 .state

@@ -28,7 +28,7 @@ use crate::format::{
     FRAME_MAGIC, FRAME_VERSION,
 };
 use crate::index::{IndexCheckpoint, SegmentIndex};
-use crate::rt::fs::{align_down, align_up, File, OpenMode, Storage, DMA_ALIGNMENT_BYTES};
+use crate::rt::fs::{align_down, align_up, File, IoBuffer, OpenMode, Storage, DMA_ALIGNMENT_BYTES};
 
 /// Disk is reserved for a segment in steps of this size rather than all of `segment.bytes` at
 /// once, so a thousand mostly idle partitions do not pin a terabyte. 32 MiB makes the extent
@@ -244,18 +244,23 @@ pub struct Segment {
 pub struct FlushJob {
     pub file: File,
     pub position: u64,
-    pub data: Vec<u8>,
+    /// The frames from `position`, padded to a block; taken by [`FlushJob::write`].
+    data: Option<IoBuffer>,
+    /// Bytes written (`data`'s length).
+    pub len: u64,
     pub end_position: u64,
     /// Reserve the file up to this size before writing.
     pub allocate_to: Option<u64>,
 }
 
 impl FlushJob {
-    pub async fn write(&self) -> Result<()> {
+    /// Runs the write; a job is written once.
+    pub async fn write(&mut self) -> Result<()> {
         if let Some(size) = self.allocate_to {
             self.file.pre_allocate(size).await?;
         }
-        self.file.write_at(&self.data, self.position).await
+        let data = self.data.take().expect("a flush job is written once");
+        self.file.write_buffer_at(data, self.position).await
     }
 }
 
@@ -457,9 +462,11 @@ impl Segment {
             return None;
         }
         let padded_len = align_up(self.tail.len() as u64) as usize;
-        let mut data = Vec::with_capacity(padded_len);
-        data.extend_from_slice(&self.tail);
-        data.resize(padded_len, 0);
+        // Straight into the write's buffer: the tail is copied once per flush.
+        let mut data = self.file.alloc_buffer(padded_len);
+        let (frames, padding) = data.as_mut_slice().split_at_mut(self.tail.len());
+        frames.copy_from_slice(&self.tail);
+        padding.fill(0);
         let needed = self.tail_start + padded_len as u64;
         // Reserve the next step while the runway can still reach into it, so zeroing never
         // waits for the data to hit the end of the reserved space.
@@ -472,7 +479,8 @@ impl Segment {
         Some(FlushJob {
             file: self.file.clone(),
             position: self.tail_start,
-            data,
+            data: Some(data),
+            len: padded_len as u64,
             end_position: self.end_position,
             allocate_to,
         })
@@ -484,7 +492,7 @@ impl Segment {
             self.allocated_bytes = self.allocated_bytes.max(size);
         }
         self.written_position = self.written_position.max(job.end_position);
-        let flushed = job.data.len() as u64;
+        let flushed = job.len;
         self.flush_bytes_average = if self.flush_bytes_average == 0 {
             flushed
         } else {

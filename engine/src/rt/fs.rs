@@ -243,6 +243,34 @@ impl Storage {
     }
 }
 
+/// Bytes for one direct write; see [`File::alloc_buffer`].
+pub struct IoBuffer(IoBufferInner);
+
+enum IoBufferInner {
+    Dma(glommio::io::DmaBuffer),
+    Heap(Vec<u8>),
+}
+
+impl IoBuffer {
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            IoBufferInner::Dma(buffer) => buffer.len(),
+            IoBufferInner::Heap(data) => data.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            IoBufferInner::Dma(buffer) => buffer.as_bytes_mut(),
+            IoBufferInner::Heap(data) => data,
+        }
+    }
+}
+
 /// An open file. Reads may be at any position and length; writes must be aligned to
 /// [`DMA_ALIGNMENT_BYTES`] in position and length (direct I/O). Cheap to clone.
 #[derive(Clone)]
@@ -262,40 +290,59 @@ impl File {
         &self.path
     }
 
-    /// Writes `data` at `position`; both must be multiples of [`DMA_ALIGNMENT_BYTES`].
-    pub async fn write_at(&self, data: &[u8], position: u64) -> Result<()> {
+    /// A buffer of `len` bytes for [`File::write_buffer_at`]: DMA memory for a real file
+    /// (from the shard's registered io memory while it lasts), so the bytes are copied once,
+    /// into it, and go to the disk from there. Its contents are unspecified: fill all of it.
+    pub fn alloc_buffer(&self, len: usize) -> IoBuffer {
+        match &self.inner {
+            FileInner::Dma(file) => IoBuffer(IoBufferInner::Dma(file.alloc_dma_buffer(len))),
+            FileInner::Sim(_) => IoBuffer(IoBufferInner::Heap(vec![0; len])),
+        }
+    }
+
+    /// Writes `buffer` at `position`; both must be multiples of [`DMA_ALIGNMENT_BYTES`].
+    pub async fn write_buffer_at(&self, buffer: IoBuffer, position: u64) -> Result<()> {
         assert_eq!(
             position % DMA_ALIGNMENT_BYTES,
             0,
             "unaligned write position"
         );
+        let len = buffer.len();
         assert_eq!(
-            data.len() as u64 % DMA_ALIGNMENT_BYTES,
+            len as u64 % DMA_ALIGNMENT_BYTES,
             0,
             "unaligned write length"
         );
-        match &self.inner {
-            FileInner::Dma(file) => {
-                let mut buffer = file.alloc_dma_buffer(data.len());
-                buffer.as_bytes_mut().copy_from_slice(data);
+        match (&self.inner, buffer.0) {
+            (FileInner::Dma(file), IoBufferInner::Dma(buffer)) => {
                 let written = file
                     .write_at(buffer, position)
                     .await
                     .map_err(|e| glommio_err("write", &self.path, e))?;
-                if written != data.len() {
+                if written != len {
                     return Err(Error::io(
                         "write",
                         self.path.to_path_buf(),
                         io::Error::new(
                             io::ErrorKind::WriteZero,
-                            format!("short write: {written} of {} bytes", data.len()),
+                            format!("short write: {written} of {len} bytes"),
                         ),
                     ));
                 }
                 Ok(())
             }
-            FileInner::Sim(file) => file.write_at(data, position).await,
+            (FileInner::Sim(file), IoBufferInner::Heap(data)) => {
+                file.write_at(&data, position).await
+            }
+            _ => panic!("an IoBuffer is written to the kind of file that allocated it"),
         }
+    }
+
+    /// Writes `data` at `position`; both must be multiples of [`DMA_ALIGNMENT_BYTES`].
+    pub async fn write_at(&self, data: &[u8], position: u64) -> Result<()> {
+        let mut buffer = self.alloc_buffer(data.len());
+        buffer.as_mut_slice().copy_from_slice(data);
+        self.write_buffer_at(buffer, position).await
     }
 
     /// Reads up to `len` bytes at `position`; fewer only at the end of the file.
@@ -318,33 +365,12 @@ impl File {
     /// Writes `len` zero bytes at `position`; both must be multiples of
     /// [`DMA_ALIGNMENT_BYTES`].
     pub async fn write_zeroes_at(&self, position: u64, len: usize) -> Result<()> {
-        match &self.inner {
-            FileInner::Dma(file) => {
-                assert_eq!(position % DMA_ALIGNMENT_BYTES, 0, "unaligned zero write");
-                assert_eq!(len as u64 % DMA_ALIGNMENT_BYTES, 0, "unaligned zero length");
-                if len == 0 {
-                    return Ok(());
-                }
-                let mut buffer = file.alloc_dma_buffer(len);
-                buffer.as_bytes_mut().fill(0);
-                let written = file
-                    .write_at(buffer, position)
-                    .await
-                    .map_err(|e| glommio_err("write", &self.path, e))?;
-                if written != len {
-                    return Err(Error::io(
-                        "write",
-                        self.path.to_path_buf(),
-                        io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            format!("short write: {written} of {len} bytes"),
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-            FileInner::Sim(_) => self.write_at(&vec![0; len], position).await,
+        if len == 0 {
+            return Ok(());
         }
+        let mut buffer = self.alloc_buffer(len);
+        buffer.as_mut_slice().fill(0);
+        self.write_buffer_at(buffer, position).await
     }
 
     pub async fn fdatasync(&self) -> Result<()> {
