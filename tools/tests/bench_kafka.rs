@@ -123,6 +123,28 @@ fn a_target_rate_is_kept() {
     );
 }
 
+/// A target rate above what one request in flight can carry: messages pile up while the
+/// window is full, and must queue in more batches rather than grow one past `batch.size` (the
+/// broker refuses a batch over the topic's `max.message.bytes` with MESSAGE_TOO_LARGE).
+#[test]
+fn a_backlog_behind_a_full_window_stays_in_batch_size_batches() {
+    let broker = Broker::start();
+    let result = bench(
+        &broker,
+        &[
+            "--rate",
+            "50000",
+            "--batch-size",
+            "1024",
+            "--max-in-flight",
+            "1",
+            "--topic-config",
+            "max.message.bytes=2048",
+        ],
+    );
+    assert_all_read_back(&result);
+}
+
 #[test]
 fn a_consume_only_run_drains_a_backlog() {
     let broker = Broker::start();

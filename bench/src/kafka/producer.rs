@@ -8,7 +8,7 @@
 //! rate-limited, so a slow broker cannot hide queueing: no coordinated omission) to its
 //! acknowledgement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -264,7 +264,10 @@ struct Writer {
     shared: Arc<Shared>,
     window: Arc<Window>,
     pending: mpsc::Sender<InFlightRequest>,
-    open: Vec<OpenBatch>,
+    /// Each partition's batches waiting to be sent, oldest first: only the last one takes new
+    /// messages, and a full one gets a new one behind it (as Kafka's record accumulator does),
+    /// so no batch grows past `batch.size` while the in-flight window is full.
+    open: Vec<VecDeque<OpenBatch>>,
     correlation_id: i32,
     /// The partition keyless messages go to until its batch is ready.
     sticky: usize,
@@ -276,11 +279,7 @@ struct Writer {
 impl Writer {
     fn run(&mut self) -> anyhow::Result<()> {
         self.open = (0..self.partitions.len())
-            .map(|_| OpenBatch {
-                messages: Vec::new(),
-                bytes: 0,
-                first_us: 0,
-            })
+            .map(|_| VecDeque::new())
             .collect();
         self.sticky = self.index % self.partitions.len();
         let interval_us = self.settings.rate.map(|rate| 1_000_000.0 / rate.max(1e-3));
@@ -294,7 +293,7 @@ impl Writer {
             let until = self.shared.produce_until_us.load(Ordering::Relaxed);
             let stopping = now >= until || self.shared.stop.load(Ordering::Relaxed);
             if !stopping {
-                let buffered: usize = self.open.iter().map(|batch| batch.bytes).sum();
+                let buffered = self.buffered_bytes();
                 let mut room = self.settings.buffer_bytes.saturating_sub(buffered)
                     / self.settings.payload.size().max(1);
                 room = room.min(MESSAGES_PER_PASS);
@@ -324,14 +323,14 @@ impl Writer {
                 self.send(&ready)?;
                 continue;
             }
-            if stopping && self.open.iter().all(|batch| batch.messages.is_empty()) {
+            if stopping && self.open.iter().all(VecDeque::is_empty) {
                 break;
             }
             // Nothing to send now. If a message can be created, go round again; otherwise
             // sleep until the next future event: a message falls due, an unready batch's
             // linger runs out, or (when ready batches wait for one) an in-flight slot frees.
             let blocked = !ready.is_empty();
-            let buffered: usize = self.open.iter().map(|batch| batch.bytes).sum();
+            let buffered = self.buffered_bytes();
             let room = buffered + self.settings.payload.size() <= self.settings.buffer_bytes;
             let mut wake_us = now + MAX_IDLE_WAIT.as_micros() as u64;
             if !stopping {
@@ -350,8 +349,8 @@ impl Writer {
                 }
             }
             let linger_us = self.settings.linger.as_micros() as u64;
-            for batch in &self.open {
-                if !batch.messages.is_empty() && !self.is_ready(batch, now, stopping) {
+            for batch in self.open.iter().filter_map(VecDeque::front) {
+                if !self.is_ready(batch, now, stopping) {
                     wake_us = wake_us.min(batch.first_us + linger_us);
                 }
             }
@@ -377,10 +376,16 @@ impl Writer {
             }
         };
         let value = self.settings.payload.message(created_us);
-        let batch = &mut self.open[slot];
-        if batch.messages.is_empty() {
-            batch.first_us = created_us;
+        let queue = &mut self.open[slot];
+        let batch_bytes = self.settings.batch_bytes;
+        if queue.back().is_none_or(|batch| batch.bytes >= batch_bytes) {
+            queue.push_back(OpenBatch {
+                messages: Vec::new(),
+                bytes: 0,
+                first_us: created_us,
+            });
         }
+        let batch = queue.back_mut().expect("a batch was just ensured");
         batch.bytes += value.len();
         batch.messages.push((key, value));
         if self.settings.keys == Keys::None && batch.bytes >= self.settings.batch_bytes {
@@ -395,15 +400,26 @@ impl Writer {
                 || now >= batch.first_us + self.settings.linger.as_micros() as u64)
     }
 
+    fn buffered_bytes(&self) -> usize {
+        self.open.iter().flatten().map(|batch| batch.bytes).sum()
+    }
+
     fn any_ready(&self, now: u64) -> bool {
         self.open
             .iter()
+            .filter_map(VecDeque::front)
             .any(|batch| self.is_ready(batch, now, false))
     }
 
+    /// Partitions whose oldest batch is ready: each request carries at most one batch per
+    /// partition, as Kafka's does.
     fn ready(&self, now: u64, stopping: bool) -> Vec<usize> {
         (0..self.open.len())
-            .filter(|slot| self.is_ready(&self.open[*slot], now, stopping))
+            .filter(|slot| {
+                self.open[*slot]
+                    .front()
+                    .is_some_and(|batch| self.is_ready(batch, now, stopping))
+            })
             .collect()
     }
 
@@ -447,14 +463,9 @@ impl Writer {
         let mut batches = Vec::with_capacity(ready.len());
         let timestamp_ms = super::unix_ms() as i64;
         for &slot in ready {
-            let batch = std::mem::replace(
-                &mut self.open[slot],
-                OpenBatch {
-                    messages: Vec::new(),
-                    bytes: 0,
-                    first_us: 0,
-                },
-            );
+            let batch = self.open[slot]
+                .pop_front()
+                .expect("a ready partition has a batch");
             let records = encode_batch(
                 &batch.messages,
                 timestamp_ms,
