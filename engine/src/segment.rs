@@ -67,6 +67,19 @@ pub const ZERO_FLUSH_BYTES_MAX: u64 = 128 << 10;
 /// do not switch zeroing on or off.
 const FLUSH_AVERAGE_WEIGHT_SHIFT: u32 = 3;
 
+/// Zero writes in flight at once on one shard, over all its segments. Each holds a 1 MiB
+/// buffer, so four bound the memory to a quarter of the shard's 16 MiB of io memory however
+/// many partitions are busy; four 1 MiB writes also keep a disk streaming, and a segment
+/// that finds no slot just writes into unwritten space for a flush or two.
+pub const ZERO_WRITES_PER_SHARD_MAX: usize = 4;
+
+thread_local! {
+    /// Zero writes in flight on this thread's shard, and the most there ever were. One per
+    /// shard.
+    static ZERO_WRITES_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    static ZERO_WRITES_IN_FLIGHT_PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
 /// Recovery and verification read segments in chunks of this size: large enough to be
 /// sequential at disk speed, small enough to bound memory while scanning a 1 GiB segment.
 pub const SCAN_CHUNK_BYTES: usize = 4 << 20;
@@ -108,6 +121,12 @@ pub struct RecoveryReport {
     pub rebuilt_index: bool,
     /// Set when a torn tail was cut: (position, reason).
     pub truncated_at: Option<(u64, String)>,
+}
+
+/// The most zero writes this thread's shard ever had in flight at once (at most
+/// [`ZERO_WRITES_PER_SHARD_MAX`]).
+pub fn zero_writes_in_flight_peak() -> usize {
+    ZERO_WRITES_IN_FLIGHT_PEAK.get()
 }
 
 /// The zeroed space ahead of a segment's appends, shared by the segment and the background
@@ -193,6 +212,7 @@ impl ZeroJob {
                 runway.stopped.set(true);
             }
         }
+        ZERO_WRITES_IN_FLIGHT.set(ZERO_WRITES_IN_FLIGHT.get() - 1);
         runway.in_flight.set(None);
         runway.done.notify(usize::MAX);
     }
@@ -538,9 +558,12 @@ impl Segment {
         let end = (start + self.zero_chunk_bytes)
             .min(align_down(self.allocated_bytes))
             .min(self.segment_bytes_max);
-        if end <= start {
+        if end <= start || ZERO_WRITES_IN_FLIGHT.get() >= ZERO_WRITES_PER_SHARD_MAX {
             return None;
         }
+        let in_flight = ZERO_WRITES_IN_FLIGHT.get() + 1;
+        ZERO_WRITES_IN_FLIGHT.set(in_flight);
+        ZERO_WRITES_IN_FLIGHT_PEAK.set(ZERO_WRITES_IN_FLIGHT_PEAK.get().max(in_flight));
         runway.in_flight.set(Some((start, end)));
         Some(ZeroJob {
             file: self.file.clone(),

@@ -228,3 +228,49 @@ fn zeroes_ahead_of_small_flushes_and_never_over_data() {
         log.close().await.expect("close");
     });
 }
+
+/// Many busy partitions on one shard share at most `ZERO_WRITES_PER_SHARD_MAX` zero writes in
+/// flight (each holds a 1 MiB buffer), and all of them still read back intact.
+#[test]
+fn zero_writes_in_flight_are_bounded_per_shard() {
+    use ringlog_engine::segment::{zero_writes_in_flight_peak, ZERO_WRITES_PER_SHARD_MAX};
+    const LOGS: u32 = 16;
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().to_path_buf();
+    rt::block_on(async move {
+        Storage::Real.prime_data_dir(&dir).await.expect("prime");
+        let mut logs = Vec::new();
+        for index in 0..LOGS {
+            let config = LogConfig {
+                segment_bytes: 16 * 1024 * 1024,
+                ..LogConfig::default()
+            };
+            let mut options = options(&dir, config);
+            options.dir = dir.join(format!("t-{index}"));
+            options.topic_partition = TopicPartition::new("t", index as i32);
+            let (log, _) = PartitionLog::open(options).await.expect("open");
+            logs.push(std::rc::Rc::new(log));
+        }
+        let mut tasks = Vec::new();
+        for log in &logs {
+            let log = std::rc::Rc::clone(log);
+            tasks.push(rt::spawn(rt::TaskClass::Latency, async move {
+                let (acked, runway) = append_concurrently(&log, 2, 160, 6000, 0).await;
+                (log, acked, runway)
+            }));
+        }
+        let mut zeroed_logs = 0;
+        for task in tasks {
+            let (log, acked, runway) = task.await;
+            assert_acked_intact(&log, &acked).await;
+            zeroed_logs += usize::from(runway > 0);
+            log.close().await.expect("close");
+        }
+        let peak = zero_writes_in_flight_peak();
+        assert!(
+            (2..=ZERO_WRITES_PER_SHARD_MAX).contains(&peak),
+            "{peak} zero writes in flight at once (the logs zero concurrently, up to the bound)"
+        );
+        assert!(zeroed_logs > 0, "some of the busy logs zeroed ahead");
+    });
+}
