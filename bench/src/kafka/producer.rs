@@ -26,6 +26,43 @@ use super::records::{clock, encode_batch, Codec, Payload};
 use super::wire::{decode_response, encode_request, Connection, Receiver, Sender};
 use crate::measure::new_histogram;
 
+/// Kafka's built-in partitioner for keyless records (KIP-794): records stay on one partition
+/// until `batch.size` bytes have gone to it, then move to the next once its last batch is full
+/// (so no batch is cut short), or once twice `batch.size` has gone to it whatever its batches.
+/// At a low rate with no linger, when no batch ever fills, that still spreads the records.
+#[derive(Debug)]
+struct Sticky {
+    current: usize,
+    partitions: usize,
+    /// Bytes appended to `current` since the partition was chosen.
+    produced: usize,
+}
+
+impl Sticky {
+    fn new(start: usize, partitions: usize) -> Sticky {
+        let partitions = partitions.max(1);
+        Sticky {
+            current: start % partitions,
+            partitions,
+            produced: 0,
+        }
+    }
+
+    fn partition(&self) -> usize {
+        self.current
+    }
+
+    fn appended(&mut self, bytes: usize, last_batch_full: bool, batch_bytes: usize) {
+        self.produced += bytes;
+        if (self.produced >= batch_bytes && last_batch_full)
+            || self.produced >= batch_bytes.saturating_mul(2)
+        {
+            self.current = (self.current + 1) % self.partitions;
+            self.produced = 0;
+        }
+    }
+}
+
 /// Produce versions this client speaks (v3: record batches; v12 is the last addressed by name).
 const PRODUCE_VERSIONS: std::ops::RangeInclusive<i16> = 3..=12;
 
@@ -233,8 +270,8 @@ pub fn start_lane(
     let writer = std::thread::Builder::new()
         .name(format!("produce-{index}"))
         .spawn(move || {
+            let sticky = Sticky::new(index, partitions.len());
             let mut writer = Writer {
-                index,
                 sender,
                 version,
                 settings,
@@ -244,7 +281,7 @@ pub fn start_lane(
                 pending: pending_tx,
                 open: Vec::new(),
                 correlation_id: 0,
-                sticky: 0,
+                sticky,
                 key_counter: 0,
                 rng: fastrand::Rng::with_seed(index as u64 + 1),
                 scratch: Vec::new(),
@@ -256,7 +293,6 @@ pub fn start_lane(
 }
 
 struct Writer {
-    index: usize,
     sender: Sender,
     version: i16,
     settings: ProducerSettings,
@@ -269,8 +305,8 @@ struct Writer {
     /// so no batch grows past `batch.size` while the in-flight window is full.
     open: Vec<VecDeque<OpenBatch>>,
     correlation_id: i32,
-    /// The partition keyless messages go to until its batch is ready.
-    sticky: usize,
+    /// Where keyless messages go.
+    sticky: Sticky,
     key_counter: u64,
     rng: fastrand::Rng,
     scratch: Vec<kafka_protocol::records::Record>,
@@ -281,7 +317,6 @@ impl Writer {
         self.open = (0..self.partitions.len())
             .map(|_| VecDeque::new())
             .collect();
-        self.sticky = self.index % self.partitions.len();
         let interval_us = self.settings.rate.map(|rate| 1_000_000.0 / rate.max(1e-3));
         let started = clock::now_us();
         let mut created: u64 = 0;
@@ -362,7 +397,7 @@ impl Writer {
 
     fn create(&mut self, created_us: u64) {
         let (key, slot) = match self.settings.keys {
-            Keys::None => (None, self.sticky),
+            Keys::None => (None, self.sticky.partition()),
             Keys::RoundRobin | Keys::Random => {
                 let number = if self.settings.keys == Keys::Random {
                     self.rng.u64(0..self.settings.key_space.max(1))
@@ -386,10 +421,13 @@ impl Writer {
             });
         }
         let batch = queue.back_mut().expect("a batch was just ensured");
-        batch.bytes += value.len();
+        let value_len = value.len();
+        batch.bytes += value_len;
         batch.messages.push((key, value));
-        if self.settings.keys == Keys::None && batch.bytes >= self.settings.batch_bytes {
-            self.sticky = (self.sticky + 1) % self.partitions.len();
+        let last_batch_full = batch.bytes >= batch_bytes;
+        if self.settings.keys == Keys::None {
+            self.sticky
+                .appended(value_len, last_batch_full, batch_bytes);
         }
     }
 
@@ -607,6 +645,42 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyless_records_move_on_after_a_full_batch() {
+        let mut sticky = Sticky::new(1, 3);
+        assert_eq!(sticky.partition(), 1);
+        // Three 100-byte records fill a 300-byte batch: the fourth goes to the next partition.
+        for _ in 0..2 {
+            sticky.appended(100, false, 300);
+            assert_eq!(sticky.partition(), 1);
+        }
+        sticky.appended(100, true, 300);
+        assert_eq!(sticky.partition(), 2);
+        for _ in 0..3 {
+            sticky.appended(100, false, 300);
+        }
+        assert_eq!(sticky.partition(), 2, "a batch is not cut short");
+        sticky.appended(100, true, 300);
+        assert_eq!(sticky.partition(), 0, "and wraps round");
+    }
+
+    /// With no linger at a low rate every batch leaves holding one record, so no batch fills;
+    /// the records must still spread (the stalled-consumer soak read nothing from its live
+    /// consumer while every record went to the stalled one's partition).
+    #[test]
+    fn keyless_records_spread_when_no_batch_fills() {
+        let mut sticky = Sticky::new(0, 2);
+        let mut per_partition = [0u32; 2];
+        for _ in 0..6_000 {
+            per_partition[sticky.partition()] += 1;
+            sticky.appended(100, false, 16 * 1024);
+        }
+        assert!(
+            per_partition.iter().all(|&n| n >= 2_000),
+            "{per_partition:?}"
+        );
+    }
 
     #[test]
     fn ranges_merge_in_and_out_of_order() {
