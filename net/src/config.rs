@@ -41,6 +41,9 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Kafka's `socket.request.max.bytes` (default 100 MiB).
     pub socket_request_max_bytes: usize,
+    /// Kafka's `log.retention.check.interval.ms` (5 minutes): how often each shard deletes
+    /// segments past their topic's `retention.ms` or `retention.bytes`.
+    pub log_retention_check_interval_ms: i64,
     /// Broker-wide topic config defaults under Kafka's topic config names (`retention.ms`, ...),
     /// applied to topics created without their own value.
     pub topic_defaults: Vec<(String, String)>,
@@ -53,6 +56,10 @@ pub struct BrokerConfig {
     /// Kafka's `offsets.retention.check.interval.ms` (10 minutes).
     pub offsets_retention_check_interval_ms: i64,
 }
+
+/// Kafka's `log.retention.check.interval.ms` default, the shard's own: 5 minutes.
+pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: i64 =
+    ringlog_engine::shard::RETENTION_CHECK_INTERVAL_DEFAULT.as_millis() as i64;
 
 /// Kafka's `offsets.retention.minutes` default (10080, 7 days), in milliseconds: long enough
 /// that a consumer group stopped over a long weekend resumes where it was.
@@ -77,6 +84,7 @@ impl BrokerConfig {
             auto_create_topics: true,
             num_partitions: NUM_PARTITIONS_DEFAULT,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+            log_retention_check_interval_ms: LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             topic_defaults: Vec::new(),
             offsets_checkpoint_records_min:
                 crate::groups::coordinator::OFFSETS_CHECKPOINT_RECORDS_MIN,

@@ -86,7 +86,12 @@ async fn shard_main(
     let shard = Shard::new(
         context.shard_id,
         storage.clone(),
-        ShardConfig::new(&config.data_dir),
+        ShardConfig {
+            retention_check_interval: Duration::from_millis(
+                config.log_retention_check_interval_ms.max(1) as u64,
+            ),
+            ..ShardConfig::new(&config.data_dir)
+        },
         ShardTable::new(context.shard_count),
     );
     shard.start_background();

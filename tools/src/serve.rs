@@ -76,6 +76,11 @@ const SOCKET_REQUEST_MAX_BYTES: Setting = Setting {
     key: "socket_request_max_bytes",
     env: "RINGLOG_SOCKET_REQUEST_MAX_BYTES",
 };
+const LOG_RETENTION_CHECK_INTERVAL_MS: Setting = Setting {
+    flag: "--log-retention-check-interval-ms",
+    key: "log_retention_check_interval_ms",
+    env: "RINGLOG_LOG_RETENTION_CHECK_INTERVAL_MS",
+};
 /// Only a flag or the environment can name the file; the file cannot name another.
 const CONFIG: Setting = Setting {
     flag: "--config",
@@ -85,7 +90,7 @@ const CONFIG: Setting = Setting {
 
 /// Every setting, for the test that checks `--help` documents each one.
 #[cfg(test)]
-const SETTINGS: [&Setting; 10] = [
+const SETTINGS: [&Setting; 11] = [
     &DATA_DIR,
     &LISTEN,
     &ADVERTISE,
@@ -95,6 +100,7 @@ const SETTINGS: [&Setting; 10] = [
     &AUTO_CREATE_TOPICS,
     &NUM_PARTITIONS,
     &SOCKET_REQUEST_MAX_BYTES,
+    &LOG_RETENTION_CHECK_INTERVAL_MS,
     &CONFIG,
 ];
 
@@ -113,6 +119,10 @@ const NUM_PARTITIONS_MAX: i64 = i32::MAX as i64;
 /// an int32, so a larger limit could never be reached.
 const SOCKET_REQUEST_MAX_BYTES_MIN: i64 = 1;
 const SOCKET_REQUEST_MAX_BYTES_MAX: i64 = i32::MAX as i64;
+
+/// Kafka's bounds for `log.retention.check.interval.ms`: at least 1 ms; a long.
+const LOG_RETENTION_CHECK_INTERVAL_MS_MIN: i64 = 1;
+const LOG_RETENTION_CHECK_INTERVAL_MS_MAX: i64 = i64::MAX;
 
 /// Exit status after a second SIGINT or SIGTERM cut a clean shutdown short: 128 + the signal's
 /// number, as a shell reports a process killed by that signal.
@@ -151,6 +161,9 @@ pub struct ServeArgs {
 
     #[arg(long, value_name = "BYTES", help = help(&SOCKET_REQUEST_MAX_BYTES, "Largest request frame accepted (Kafka socket.request.max.bytes)", &default_config().socket_request_max_bytes.to_string()))]
     socket_request_max_bytes: Option<String>,
+
+    #[arg(long, value_name = "MS", help = help(&LOG_RETENTION_CHECK_INTERVAL_MS, "How often partitions are checked for segments past retention.ms or retention.bytes (Kafka log.retention.check.interval.ms), at least 1", &default_config().log_retention_check_interval_ms.to_string()))]
+    log_retention_check_interval_ms: Option<String>,
 }
 
 /// One flag's help line, with the environment variable and default that `--help` must show.
@@ -208,6 +221,7 @@ fn log_config(config: &BrokerConfig, file: Option<&Path>) {
         auto_create_topics = config.auto_create_topics,
         num_partitions = config.num_partitions,
         socket_request_max_bytes = config.socket_request_max_bytes,
+        log_retention_check_interval_ms = config.log_retention_check_interval_ms,
         topic_defaults = ?config.topic_defaults,
         "starting broker"
     );
@@ -301,6 +315,7 @@ struct Layer {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<usize>,
+    log_retention_check_interval_ms: Option<i64>,
     topic_defaults: Option<Vec<(String, String)>>,
 }
 
@@ -319,6 +334,9 @@ impl Layer {
             socket_request_max_bytes: self
                 .socket_request_max_bytes
                 .or(lower.socket_request_max_bytes),
+            log_retention_check_interval_ms: self
+                .log_retention_check_interval_ms
+                .or(lower.log_retention_check_interval_ms),
             topic_defaults: self.topic_defaults.or(lower.topic_defaults),
         }
     }
@@ -341,6 +359,9 @@ impl Layer {
             socket_request_max_bytes: self
                 .socket_request_max_bytes
                 .unwrap_or(defaults.socket_request_max_bytes),
+            log_retention_check_interval_ms: self
+                .log_retention_check_interval_ms
+                .unwrap_or(defaults.log_retention_check_interval_ms),
             topic_defaults: self.topic_defaults.unwrap_or(defaults.topic_defaults),
             // Not an operator setting: only tests checkpoint offsets partitions sooner.
             offsets_checkpoint_records_min: defaults.offsets_checkpoint_records_min,
@@ -376,6 +397,7 @@ fn env_settings(env: &dyn Fn(&str) -> Option<OsString>) -> anyhow::Result<ServeA
         auto_create_topics: text(&AUTO_CREATE_TOPICS)?,
         num_partitions: text(&NUM_PARTITIONS)?,
         socket_request_max_bytes: text(&SOCKET_REQUEST_MAX_BYTES)?,
+        log_retention_check_interval_ms: text(&LOG_RETENTION_CHECK_INTERVAL_MS)?,
     })
 }
 
@@ -423,6 +445,13 @@ fn text_layer(source: Source<'_>, settings: &ServeArgs) -> anyhow::Result<Layer>
             &settings.socket_request_max_bytes,
             SOCKET_REQUEST_MAX_BYTES_MIN,
             SOCKET_REQUEST_MAX_BYTES_MAX,
+        )?,
+        log_retention_check_interval_ms: text_integer(
+            source,
+            &LOG_RETENTION_CHECK_INTERVAL_MS,
+            &settings.log_retention_check_interval_ms,
+            LOG_RETENTION_CHECK_INTERVAL_MS_MIN,
+            LOG_RETENTION_CHECK_INTERVAL_MS_MAX,
         )?,
         topic_defaults: None,
     })
@@ -484,6 +513,7 @@ struct FileSettings {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i64>,
     socket_request_max_bytes: Option<i64>,
+    log_retention_check_interval_ms: Option<i64>,
     topic_defaults: Option<BTreeMap<String, TopicConfigValue>>,
 }
 
@@ -539,6 +569,13 @@ fn file_layer(file: &ConfigFile) -> anyhow::Result<Layer> {
             settings.socket_request_max_bytes,
             SOCKET_REQUEST_MAX_BYTES_MIN,
             SOCKET_REQUEST_MAX_BYTES_MAX,
+        )?,
+        log_retention_check_interval_ms: file_integer(
+            source,
+            &LOG_RETENTION_CHECK_INTERVAL_MS,
+            settings.log_retention_check_interval_ms,
+            LOG_RETENTION_CHECK_INTERVAL_MS_MIN,
+            LOG_RETENTION_CHECK_INTERVAL_MS_MAX,
         )?,
         topic_defaults: settings.topic_defaults.map(|table| {
             table
