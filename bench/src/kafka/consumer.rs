@@ -64,6 +64,8 @@ const UNKNOWN_MEMBER_ID: i16 = 25;
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
+/// Fetch error code: the position is below the log start (retention deleted it) or past the end.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 /// The assignor this client offers: round robin over all subscribed partitions.
 const ASSIGNOR: &str = "roundrobin";
@@ -92,6 +94,8 @@ pub enum Membership {
 pub struct ConsumerOutcome {
     pub end_to_end: Option<Histogram<u64>>,
     pub read: OffsetRanges,
+    /// Offsets skipped because retention had deleted them before they were read.
+    pub expired: OffsetRanges,
     pub duplicates: u64,
     pub out_of_order: u64,
 }
@@ -120,6 +124,7 @@ pub struct ConsumerSettings {
     pub membership: Membership,
     pub start_at: StartAt,
     /// Stop reading (but stay in the group) after this long; models a consumer that stalls.
+    /// It reads again once the run sets `Shared::resume_stalled`.
     pub stop_reading_after: Option<Duration>,
 }
 
@@ -161,6 +166,8 @@ struct Consumer {
     histogram: Histogram<u64>,
     /// Last offset read per position index (to find duplicates and reordering).
     last_read: Vec<i64>,
+    /// Whether records read now go into the end-to-end histogram.
+    measuring: bool,
 }
 
 impl Consumer {
@@ -182,6 +189,7 @@ impl Consumer {
             outcome: ConsumerOutcome::default(),
             histogram: new_histogram(),
             last_read: Vec::new(),
+            measuring: true,
         })
     }
 
@@ -201,10 +209,14 @@ impl Consumer {
         let mut last_heartbeat = Instant::now();
         let mut last_commit = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let reading = self
+            let stalled = self
                 .settings
                 .stop_reading_after
-                .is_none_or(|after| started.elapsed() < after);
+                .is_some_and(|after| started.elapsed() >= after);
+            // What a stalled consumer reads once resumed waited out its stall: its end-to-end
+            // latency measures the stall, not the broker, and is left out.
+            self.measuring = !stalled;
+            let reading = !stalled || self.shared.resume_stalled.load(Ordering::Relaxed);
             if reading && !self.positions.is_empty() {
                 self.fetch_once()?;
             } else {
@@ -357,6 +369,9 @@ impl Consumer {
                     }) else {
                         continue;
                     };
+                    if partition.error_code == OFFSET_OUT_OF_RANGE && self.skip_expired(index)? {
+                        continue;
+                    }
                     if partition.error_code != 0 {
                         self.shared
                             .error(format!("fetch: {}", error_name(partition.error_code)));
@@ -371,9 +386,36 @@ impl Consumer {
         Ok(())
     }
 
+    /// After OFFSET_OUT_OF_RANGE: if retention has moved the log start past this position,
+    /// moves to the log start (Kafka's `auto.offset.reset=earliest`) and notes the skipped
+    /// offsets as expired. False if the position is not below the log start: a real error.
+    fn skip_expired(&mut self, index: usize) -> anyhow::Result<bool> {
+        let (topic, partition, offset) = {
+            let position = &self.positions[index];
+            (position.topic.clone(), position.partition, position.offset)
+        };
+        let address = self.layout.leader_address(&topic, partition)?.to_string();
+        let leader = self.leader(&address)?;
+        let starts = admin::offsets(leader, &topic, &[partition], admin::EARLIEST)?;
+        let Some(&start) = starts.get(&partition).filter(|start| **start > offset) else {
+            return Ok(false);
+        };
+        let expired = self.outcome.expired.entry((topic, partition)).or_default();
+        insert_range(expired, offset, start);
+        self.shared
+            .expired_messages
+            .fetch_add((start - offset) as u64, Ordering::Relaxed);
+        self.positions[index].offset = start;
+        Ok(true)
+    }
+
     fn take_records(&mut self, index: usize, records: &Bytes) -> anyhow::Result<()> {
         let now = clock::now_us();
-        let measure_from = self.shared.measure_from_us.load(Ordering::Relaxed);
+        let measure_from = if self.measuring {
+            self.shared.measure_from_us.load(Ordering::Relaxed)
+        } else {
+            u64::MAX
+        };
         let fetch_offset = self.positions[index].offset;
         let mut last = self.last_read[index];
         let mut first_new: Option<i64> = None;

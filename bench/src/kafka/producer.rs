@@ -118,6 +118,12 @@ pub struct Shared {
     pub produced_bytes: AtomicU64,
     pub consumed_messages: AtomicU64,
     pub consumed_bytes: AtomicU64,
+    /// Acknowledged messages a consumer found deleted by retention (skipped with
+    /// OFFSET_OUT_OF_RANGE, as `auto.offset.reset=earliest` does).
+    pub expired_messages: AtomicU64,
+    /// Set once producing is over in a verifying run: a stalled consumer reads again, so that
+    /// what it left behind is checked too.
+    pub resume_stalled: AtomicBool,
     pub errors: Mutex<BTreeMap<String, u64>>,
     /// Acknowledged offsets per (topic, partition), as merged [start, end) ranges.
     pub acknowledged: Mutex<OffsetRanges>,

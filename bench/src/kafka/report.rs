@@ -482,6 +482,11 @@ fn numbers_table(columns: &[String], group: &[&WorkloadResult]) -> String {
         );
         row(
             &mut table,
+            "expired by retention",
+            &checked(|verification| Cell::new(grouped(verification.expired as f64))),
+        );
+        row(
+            &mut table,
             "lost",
             &checked(|verification| Cell::must_be_zero(verification.lost)),
         );
@@ -1321,6 +1326,7 @@ mod tests {
             verification: Some(Verification {
                 acknowledged: 1000,
                 read_back: 1000,
+                expired: 0,
                 lost: 0,
                 duplicates: 0,
                 out_of_order: 0,

@@ -109,7 +109,11 @@ pub struct Verification {
     pub acknowledged: u64,
     /// Distinct acknowledged messages read back.
     pub read_back: u64,
-    /// Acknowledged messages never read (must be 0).
+    /// Acknowledged messages deleted by retention before a consumer read them (a consumer
+    /// that stalled past `retention.bytes` or `retention.ms`); Kafka's semantics, not a loss.
+    #[serde(default)]
+    pub expired: u64,
+    /// Acknowledged messages never read and not expired (must be 0).
     pub lost: u64,
     /// Offsets read more than once by the same consumer.
     pub duplicates: u64,

@@ -529,15 +529,20 @@ fn run_on_topics(
         .map(|(start, end)| (end - start) as u64)
         .sum();
     if args.verify && args.consumers > 0 {
+        shared.resume_stalled.store(true, Ordering::SeqCst);
+        let accounted = || {
+            shared.consumed_messages.load(Ordering::Relaxed)
+                + shared.expired_messages.load(Ordering::Relaxed)
+        };
         let drain_start = Instant::now();
-        let mut last = shared.consumed_messages.load(Ordering::Relaxed);
+        let mut last = accounted();
         let mut last_progress = Instant::now();
-        while shared.consumed_messages.load(Ordering::Relaxed) < acknowledged
+        while accounted() < acknowledged
             && last_progress.elapsed() < DRAIN_IDLE_TIMEOUT
             && drain_start.elapsed() < DRAIN_MAX
         {
             std::thread::sleep(Duration::from_millis(50));
-            let now = shared.consumed_messages.load(Ordering::Relaxed);
+            let now = accounted();
             if now != last {
                 last = now;
                 last_progress = Instant::now();
@@ -547,6 +552,7 @@ fn run_on_topics(
     shared.stop.store(true, Ordering::SeqCst);
     let mut end_to_end = new_histogram();
     let mut read = producer::OffsetRanges::new();
+    let mut expired = producer::OffsetRanges::new();
     let (mut duplicates, mut out_of_order) = (0, 0);
     for consumer in consumers {
         match consumer.join() {
@@ -556,10 +562,12 @@ fn run_on_topics(
                 }
                 duplicates += outcome.duplicates;
                 out_of_order += outcome.out_of_order;
-                for (partition, ranges) in outcome.read {
-                    let merged = read.entry(partition).or_default();
-                    for (start, end) in ranges {
-                        producer::insert_range(merged, start, end);
+                for (into, from) in [(&mut read, outcome.read), (&mut expired, outcome.expired)] {
+                    for (partition, ranges) in from {
+                        let merged = into.entry(partition).or_default();
+                        for (start, end) in ranges {
+                            producer::insert_range(merged, start, end);
+                        }
                     }
                 }
             }
@@ -576,16 +584,27 @@ fn run_on_topics(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut lost = 0;
+        // Unread offsets that retention deleted first are expired, not lost.
+        let (mut unread, mut lost) = (0, 0);
         for (partition, ranges) in &acked {
-            let seen = read.get(partition).map(Vec::as_slice).unwrap_or_default();
+            let seen = read.get(partition).cloned().unwrap_or_default();
+            let mut accounted = seen.clone();
+            for &(start, end) in expired
+                .get(partition)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                producer::insert_range(&mut accounted, start, end);
+            }
             for &(start, end) in ranges {
-                lost += uncovered(start, end, seen);
+                unread += uncovered(start, end, &seen);
+                lost += uncovered(start, end, &accounted);
             }
         }
         Verification {
             acknowledged,
-            read_back: acknowledged - lost,
+            read_back: acknowledged - unread,
+            expired: unread - lost,
             lost,
             duplicates,
             out_of_order,
@@ -822,9 +841,10 @@ pub fn print_summary(result: &WorkloadResult) {
     println!("client CPU   {:.2} s", result.client_cpu_seconds);
     if let Some(verification) = &result.verification {
         println!(
-            "verified     {} acknowledged, {} read back, {} lost, {} duplicates, {} out of order",
+            "verified     {} acknowledged, {} read back, {} expired by retention, {} lost, {} duplicates, {} out of order",
             verification.acknowledged,
             verification.read_back,
+            verification.expired,
             verification.lost,
             verification.duplicates,
             verification.out_of_order
