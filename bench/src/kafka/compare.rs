@@ -25,7 +25,7 @@ use clap::{Args, Parser, ValueEnum};
 use serde::Serialize;
 
 use super::admin;
-use super::result::{Throughput, WorkloadResult};
+use super::result::{Throughput, TimelineSample, WorkloadResult};
 use super::run::{Acks, From, KafkaArgs};
 use super::wire::Connection;
 use crate::machine::{ensure_on_disk, load_average, MachineInfo};
@@ -64,17 +64,28 @@ const WIDE_DURATION_S_MAX: f64 = 3.0;
 /// A backlog read must end within this long (it ends sooner, when everything is read).
 const QUICK_DRAIN_LIMIT_S: f64 = 60.0;
 const FULL_DRAIN_LIMIT_S: f64 = 300.0;
-/// The stalled-consumer soak: the ten minutes, with the first consumer stopping after
-/// half a minute, at a steady rate a 2-core machine sustains next to the broker.
+/// The stalled-consumer soak: the ten minutes at saturation (producers at their
+/// maximum rate), with the first consumer stopping after half a minute.
 const FULL_SOAK_S: f64 = 600.0;
 const QUICK_SOAK_S: f64 = 10.0;
 const FULL_SOAK_STALL_AFTER_S: f64 = 30.0;
 const QUICK_SOAK_STALL_AFTER_S: f64 = 3.0;
-const SOAK_RATE_PER_S: f64 = 10_000.0;
 /// Two consumers on two partitions: the first stalls, the second keeps reading, so the soak
 /// shows what a stalled reader costs a broker that still serves a live one.
 const SOAK_PARTITIONS: i32 = 2;
 const SOAK_CONSUMERS: usize = 2;
+/// Ten minutes at saturation is tens of GB, more than the disk holds: the soak's topic keeps
+/// 1 GiB per partition in 128 MiB segments, checked every 5 s, so the stalled consumer's
+/// backlog runs into retention as it would on a real cluster. When the run ends the stalled
+/// consumer reads again: what retention deleted counts as expired, anything else missing as
+/// lost.
+const SOAK_RETENTION_BYTES: u64 = 1024 * 1024 * 1024;
+const SOAK_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
+const SOAK_RETENTION_CHECK_INTERVAL_MS: u64 = 5_000;
+/// T6's RSS is judged on the run after its first tenth (caches and buffers filling up): the
+/// largest RSS of the second half against the largest from then to half-time.
+const SOAK_RSS_SETTLE_FRACTION: f64 = 0.1;
+const SOAK_RSS_GROWTH_PERCENT_MAX: f64 = 5.0;
 
 /// The message sizes: small messages (per-message costs) and 1 KiB (bandwidth).
 const SMALL_MESSAGE_BYTES: usize = 100;
@@ -132,7 +143,8 @@ pub enum Workload {
     #[value(name = "produce-1k-8p")]
     #[serde(rename = "produce-1k-8p")]
     Produce1k8p,
-    /// The stalled-consumer soak (10 minutes; not run unless named).
+    /// The stalled-consumer soak (10 minutes; not run unless named; Ringlog only: Tansu's
+    /// memory engine would hold the whole stream in RAM).
     Soak,
 }
 
@@ -146,6 +158,22 @@ impl Workload {
             Workload::E2e => "e2e-1000mps-100b-1p",
             Workload::Produce1k8p => "produce-1k-8p",
             Workload::Soak => "soak-stalled-consumer",
+        }
+    }
+
+    /// Whether the workload runs against Ringlog alone.
+    pub fn ringlog_only(self) -> bool {
+        self == Workload::Soak
+    }
+
+    /// `ringlog serve` flags the workload needs beyond the listener and data directory.
+    fn ringlog_flags(self) -> Vec<String> {
+        match self {
+            Workload::Soak => vec![
+                "--log-retention-check-interval-ms".to_string(),
+                SOAK_RETENTION_CHECK_INTERVAL_MS.to_string(),
+            ],
+            _ => Vec::new(),
         }
     }
 }
@@ -496,7 +524,60 @@ pub fn targets(report: &CompareReport) -> Vec<TargetCheck> {
             ringlog(Workload::PublishHalf, publish_p9999_ms),
             tansu(Workload::PublishHalf, publish_p9999_ms),
         ),
+        check(
+            "T6a",
+            "soak: RSS growth, 2nd half's max over the max before it (first tenth left out)",
+            "%",
+            Rule::AtMost(SOAK_RSS_GROWTH_PERCENT_MAX),
+            ringlog(Workload::Soak, |result| {
+                rss_growth_percent(&result.timeline)
+            }),
+            ("", None),
+        ),
+        check(
+            "T6b",
+            "soak: errors, and acknowledged messages neither read nor expired by retention",
+            "",
+            Rule::AtMost(0.0),
+            soak_failures(report),
+            ("", None),
+        ),
     ]
+}
+
+/// How much the broker's RSS grew in the soak's second half: its largest RSS there over the
+/// largest between the first tenth and half-time, in percent. None without RSS samples in
+/// both parts.
+fn rss_growth_percent(timeline: &[TimelineSample]) -> Option<f64> {
+    let end = timeline.last()?.t_s;
+    let max_between = |from: f64, to: f64| {
+        timeline
+            .iter()
+            .filter(|sample| sample.t_s >= from && sample.t_s <= to)
+            .filter_map(|sample| sample.broker_rss_kib)
+            .max()
+    };
+    let before = max_between(end * SOAK_RSS_SETTLE_FRACTION, end / 2.0)?;
+    let after = max_between(end / 2.0, end)?;
+    (before > 0).then(|| (after as f64 - before as f64) / before as f64 * 100.0)
+}
+
+/// The soak's errors plus its lost messages; a soak that ended in an error (the broker died,
+/// the disk guard stopped it) counts one. None if the soak did not run.
+fn soak_failures(report: &CompareReport) -> Option<f64> {
+    let run = report
+        .runs
+        .iter()
+        .find(|run| run.broker == RINGLOG && run.workload == Workload::Soak)?;
+    let Some(result) = run.valid() else {
+        return Some(1.0);
+    };
+    let errors: u64 = result.errors.iter().map(|error| error.count).sum();
+    let lost = result
+        .verification
+        .as_ref()
+        .map_or(1, |verification| verification.lost);
+    Some((errors + lost) as f64)
 }
 
 /// The workload groups to run, in order: each group runs on one freshly started broker.
@@ -560,8 +641,10 @@ struct RunningBroker {
 }
 
 impl RunningBroker {
+    /// `ringlog_flags` are added to `ringlog serve`'s command line (not Tansu's).
     fn start(
         spec: &BrokerSpec,
+        ringlog_flags: &[String],
         data_parent: &Path,
         log_dir: &Path,
         sequence: usize,
@@ -586,7 +669,8 @@ impl RunningBroker {
                     .arg("serve")
                     .args(["--listen", &address, "--advertise", &address])
                     .arg("--data-dir")
-                    .arg(&dir);
+                    .arg(&dir)
+                    .args(ringlog_flags);
                 // Only the flags above configure the broker, not the caller's environment.
                 for (name, _) in std::env::vars_os() {
                     if name.to_string_lossy().starts_with("RINGLOG_") {
@@ -854,8 +938,15 @@ fn workload_args(workload: Workload, context: &mut GroupContext) -> anyhow::Resu
         Workload::Soak => {
             args.partitions = SOAK_PARTITIONS;
             args.consumers = SOAK_CONSUMERS;
-            args.rate = SOAK_RATE_PER_S;
             args.stall_consumer_after_s = Some(windows.soak_stall_after_s);
+            args.verify = true;
+            args.topic_configs.extend([
+                (
+                    "retention.bytes".to_string(),
+                    SOAK_RETENTION_BYTES.to_string(),
+                ),
+                ("segment.bytes".to_string(), SOAK_SEGMENT_BYTES.to_string()),
+            ]);
             args.warmup_s = 0.0;
             args.duration_s = windows.soak_s;
         }
@@ -899,7 +990,8 @@ fn run_group(
             Err(error) => return failed_all(format!("{error:#}")),
         }
     }
-    let mut broker = match RunningBroker::start(spec, data_parent, log_dir, sequence) {
+    let flags: Vec<String> = group.iter().flat_map(|w| w.ringlog_flags()).collect();
+    let mut broker = match RunningBroker::start(spec, &flags, data_parent, log_dir, sequence) {
         Ok(broker) => broker,
         Err(error) => return failed_all(format!("{error:#}")),
     };
@@ -1093,6 +1185,9 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let mut sequence = 0;
     for group in plan(&args.workloads) {
         for broker in &brokers {
+            if broker.kind != BrokerKind::Ringlog && group.iter().all(|w| w.ringlog_only()) {
+                continue;
+            }
             sequence += 1;
             let max_rate_per_s = report
                 .result(&broker.label, Workload::Produce)
@@ -1423,7 +1518,7 @@ fn aligned(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::result::{Percentiles, ProcessUsage};
+    use crate::kafka::result::{ErrorCount, Percentiles, ProcessUsage, Verification};
 
     fn result(
         workload: Workload,
@@ -1584,6 +1679,75 @@ mod tests {
                 checks[index].id
             );
         }
+    }
+
+    #[test]
+    fn the_soak_is_judged_on_rss_growth_errors_and_losses() {
+        let timeline = |rss: &[u64]| -> Vec<TimelineSample> {
+            rss.iter()
+                .enumerate()
+                .map(|(second, rss)| TimelineSample {
+                    t_s: second as f64,
+                    broker_rss_kib: Some(*rss),
+                    ..TimelineSample::default()
+                })
+                .collect()
+        };
+        // The first tenth (a warm-up spike) is left out; 100 -> 104 is 4%.
+        let flat = [500, 100, 100, 100, 100, 102, 103, 104, 100, 101];
+        assert_eq!(rss_growth_percent(&timeline(&flat)), Some(4.0));
+        let growing = [50, 60, 70, 80, 90, 100, 110, 120, 130, 140];
+        assert_eq!(
+            rss_growth_percent(&timeline(&growing)),
+            Some(55.55555555555556)
+        );
+        assert_eq!(rss_growth_percent(&[]), None);
+
+        let soak = |result: Option<WorkloadResult>, error: Option<&str>| RunOutcome {
+            workload: Workload::Soak,
+            broker: RINGLOG.into(),
+            result,
+            error: error.map(Into::into),
+        };
+        let clean = WorkloadResult {
+            timeline: timeline(&flat),
+            verification: Some(Verification {
+                acknowledged: 10,
+                read_back: 7,
+                expired: 3,
+                ..Verification::default()
+            }),
+            ..WorkloadResult::default()
+        };
+        let verdicts = |run: RunOutcome| {
+            let checks = targets(&report(vec![run]));
+            let t6a = checks.iter().find(|check| check.id == "T6a").cloned();
+            let t6b = checks.iter().find(|check| check.id == "T6b").cloned();
+            (t6a.expect("T6a").verdict, t6b.expect("T6b").verdict)
+        };
+        assert_eq!(
+            verdicts(soak(Some(clean.clone()), None)),
+            (Verdict::Pass, Verdict::Pass)
+        );
+        let mut lossy = clean.clone();
+        lossy.verification.as_mut().expect("set above").lost = 1;
+        assert_eq!(verdicts(soak(Some(lossy), None)).1, Verdict::Fail);
+        let mut erring = clean.clone();
+        erring.errors = vec![ErrorCount {
+            what: "fetch: UNKNOWN_SERVER_ERROR".into(),
+            count: 2,
+        }];
+        assert_eq!(verdicts(soak(Some(erring), None)).1, Verdict::Fail);
+        assert_eq!(
+            verdicts(soak(Some(clean), Some("the broker exited"))),
+            (Verdict::Missing, Verdict::Fail)
+        );
+        let mut leaking = WorkloadResult {
+            timeline: timeline(&growing),
+            ..WorkloadResult::default()
+        };
+        leaking.verification = Some(Verification::default());
+        assert_eq!(verdicts(soak(Some(leaking), None)).0, Verdict::Fail);
     }
 
     #[test]
