@@ -665,8 +665,9 @@ thread_local! {
 /// times in 80 s. Each ring is a spurious poll of `future`, so long-lived main futures should
 /// wait on something that keeps one waker (an event, a join handle), not on glommio I/O.
 ///
-/// The real fix is in glommio (do not park while a task queue is active); with it this guard
-/// can go.
+/// The real fix is in glommio (do not park while a task queue is active). The vendored glommio
+/// (`engine/vendor/glommio`) now has it; the guard stays as a backstop until a soak shows it
+/// never rings.
 async fn with_stall_guard<T>(doorbell: &Doorbell, future: impl Future<Output = T>) -> T {
     let mut future = std::pin::pin!(future);
     let mut registered = false;
