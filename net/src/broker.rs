@@ -25,6 +25,7 @@ use ringlog_engine::shard::Shard;
 use ringlog_engine::{ShardId, TopicPartition};
 
 use crate::codes::{self, KafkaError};
+use crate::connection::Connections;
 use crate::controller::Controller;
 use crate::groups::storage::OFFSETS_TOPIC;
 use crate::groups::GroupCoordinator;
@@ -51,6 +52,8 @@ pub struct Broker {
     pub controller: Option<Controller>,
     /// The consumer groups whose `__consumer_offsets` partitions this shard owns.
     pub groups: GroupCoordinator,
+    /// This shard's client connections, once it accepts them (adopted ones join them).
+    connections: RefCell<Option<Rc<Connections>>>,
     /// Set once the first metadata image has arrived (connections wait for it).
     ready: Cell<bool>,
     ready_event: Event,
@@ -76,9 +79,14 @@ impl Broker {
             producers: RefCell::new(HashMap::new()),
             controller,
             groups,
+            connections: RefCell::new(None),
             ready: Cell::new(false),
             ready_event: Event::new(),
         })
+    }
+
+    pub fn set_connections(&self, connections: Rc<Connections>) {
+        *self.connections.borrow_mut() = Some(connections);
     }
 
     pub fn set_bus(&self, bus: Rc<BrokerBus>) {
@@ -345,6 +353,18 @@ impl Broker {
             BrokerRequest::Metadata { image, table } => {
                 self.apply_metadata(image, table);
                 BrokerResponse::MetadataApplied
+            }
+            BrokerRequest::AdoptConnection(handover) => {
+                let connections = self.connections.borrow().clone();
+                match connections.filter(|connections| !connections.is_stopping()) {
+                    Some(connections) => {
+                        let stream = rt::net::TcpStream::adopt(handover.socket);
+                        connections.spawn(Rc::clone(&self), stream, Some(handover.first_frame));
+                        BrokerResponse::Adopted(true)
+                    }
+                    // Dropping the handover closes only the duplicate descriptor.
+                    None => BrokerResponse::Adopted(false),
+                }
             }
             BrokerRequest::Controller(request) => match &self.controller {
                 Some(controller) => {

@@ -128,6 +128,17 @@ pub enum BrokerRequest {
     Controller(ControllerRequest),
     /// A consumer-group request, sent to the shard coordinating the group(s).
     Group(GroupRequest),
+    /// Serve this client connection from now on (see `connection`'s handover).
+    AdoptConnection(Handover),
+}
+
+/// A client connection handed from the shard that accepted it to the shard owning the
+/// partitions it produces to: a descriptor of its socket and the request frame already read
+/// from it, which the new shard serves first.
+#[derive(Debug)]
+pub struct Handover {
+    pub socket: std::os::fd::OwnedFd,
+    pub first_frame: Bytes,
 }
 
 /// A topic's partitions, by name, in a group request.
@@ -243,4 +254,6 @@ pub enum BrokerResponse {
     MetadataApplied,
     Controller(ControllerResponse),
     Group(GroupReply),
+    /// Whether the connection was adopted; if not, the sender keeps serving it.
+    Adopted(bool),
 }

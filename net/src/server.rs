@@ -21,7 +21,7 @@ use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::shard::{Shard, ShardConfig};
 
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::Connections;
 use crate::controller::Controller;
 use crate::messages::{BrokerRequest, BrokerResponse};
 use crate::{BrokerConfig, Error, Result, Shutdown};
@@ -149,34 +149,24 @@ async fn shard_main(
         }
         watcher.stop();
     });
-    let connections = Rc::new(Cell::new(0_usize));
-    let all_closed = Rc::new(Event::new());
+    let connections = Connections::new(Rc::clone(&stopping));
+    broker.set_connections(Rc::clone(&connections));
     // The accept loop is a task of its own: this (main) task only waits for the stop, so the
     // runtime's stall guard can poll it without each poll leaving a waker on a pending accept.
     let accepting = rt::spawn(TaskClass::Latency, {
         let broker = Rc::clone(&broker);
         let stopping = Rc::clone(&stopping);
         let connections = Rc::clone(&connections);
-        let all_closed = Rc::clone(&all_closed);
         async move {
-            accept_loop(listener, broker, stopping, connections, all_closed).await;
+            accept_loop(listener, broker, stopping, connections).await;
         }
     });
     stopping.wait().await;
     accepting.await;
-    let drained = rt::timeout(SHUTDOWN_DRAIN_GRACE, async {
-        loop {
-            let listener = all_closed.listen();
-            if connections.get() == 0 {
-                return;
-            }
-            listener.await;
-        }
-    })
-    .await;
+    let drained = rt::timeout(SHUTDOWN_DRAIN_GRACE, connections.wait_closed()).await;
     if drained.is_none() {
         tracing::warn!(
-            shard = %context.shard_id, open = connections.get(),
+            shard = %context.shard_id, open = connections.open(),
             "connections still busy after the shutdown grace; closing anyway"
         );
     }
@@ -188,8 +178,7 @@ async fn accept_loop(
     listener: TcpListener,
     broker: Rc<Broker>,
     stopping: Rc<Stopping>,
-    connections: Rc<Cell<usize>>,
-    all_closed: Rc<Event>,
+    connections: Rc<Connections>,
 ) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -206,16 +195,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        connections.set(connections.get() + 1);
-        let broker = Rc::clone(&broker);
-        let stopping = Rc::clone(&stopping);
-        let connections = Rc::clone(&connections);
-        let all_closed = Rc::clone(&all_closed);
-        rt::spawn_detached(TaskClass::Latency, async move {
-            connection::serve(broker, stream, stopping).await;
-            connections.set(connections.get() - 1);
-            all_closed.notify(usize::MAX);
-        });
+        connections.spawn(Rc::clone(&broker), stream, None);
     }
 }
 

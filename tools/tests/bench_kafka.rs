@@ -193,6 +193,37 @@ fn a_stalled_consumer_resumes_past_retention_and_nothing_else_is_lost() {
     );
 }
 
+/// Twelve producer connections to a one-partition topic on a two-shard broker: the kernel puts
+/// about half on the shard that does not own the partition, and each of those is handed to the
+/// owner at its first Produce, with more Produce requests pipelined behind it. Everything must
+/// still be acknowledged once and read back in order, and the broker's log must show handovers
+/// (the chance that all twelve land on the owner is 1 in 4,096).
+#[test]
+fn producer_connections_move_to_their_partitions_shard_and_keep_order() {
+    let broker = Broker::start_logging(&[], Some("info,ringlog_net::connection=debug"));
+    let result = bench(
+        &broker,
+        &[
+            "--producers",
+            "12",
+            "--partitions",
+            "1",
+            "--consumers",
+            "1",
+            "--max-in-flight",
+            "5",
+        ],
+    );
+    assert_all_read_back(&result);
+    let log = std::fs::read_to_string(broker.stderr_path()).expect("broker log");
+    let handed_over = log.matches("connection handed over").count();
+    assert!(
+        (1..=12).contains(&handed_over),
+        "{handed_over} handovers\n{}",
+        broker.stderr_report()
+    );
+}
+
 #[test]
 fn a_consume_only_run_drains_a_backlog() {
     let broker = Broker::start();

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -52,19 +53,47 @@ impl TcpStream {
         self.inner.set_nodelay(value).map_err(io::Error::from)
     }
 
+    /// Takes over a connection another shard handed over with [`ReadHalf::duplicate`]; it is
+    /// served on this shard's ring from now on.
+    pub fn adopt(fd: OwnedFd) -> TcpStream {
+        // SAFETY: the descriptor is owned (moved in) and is a connected TCP socket, as
+        // `duplicate` made it.
+        let inner = unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+        TcpStream { inner }
+    }
+
     /// Splits the stream so reading and writing can proceed in different tasks of the shard.
     pub fn split(self) -> (ReadHalf, WriteHalf) {
+        let fd = self.inner.as_raw_fd();
         let (read, write) = futures_lite::io::split(self.inner);
-        (ReadHalf { inner: read }, WriteHalf { inner: write })
+        (ReadHalf { inner: read, fd }, WriteHalf { inner: write })
     }
 }
 
 /// The reading side of a [`TcpStream`].
 pub struct ReadHalf {
     inner: futures_lite::io::ReadHalf<glommio::net::TcpStream>,
+    /// The stream's descriptor, open as long as `inner` holds the stream.
+    fd: RawFd,
 }
 
 impl ReadHalf {
+    /// A second descriptor for this connection's socket, to hand the connection to another
+    /// shard ([`TcpStream::adopt`]). Only while this shard has no read or write of the socket
+    /// in flight (glommio reads with a non-blocking `recv` after a readiness poll, so a pending
+    /// poll holds no data). This shard then drops its halves, which closes only its own
+    /// descriptor; never [`WriteHalf::close`], which would shut the socket down for both.
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        // SAFETY: `dup` of a descriptor `inner` keeps open; the new descriptor is owned by the
+        // returned `OwnedFd` alone.
+        let fd = unsafe { libc::dup(self.fd) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     /// Reads what is available into `buffer`; 0 means the peer closed its side.
     pub async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buffer).await

@@ -24,7 +24,7 @@ const ACKS_LEADER: i16 = 1;
 const ACKS_ALL: i16 = -1;
 
 /// Produce responses carry topic ids instead of names from this version on (KIP-516).
-const TOPIC_ID_VERSION: i16 = 13;
+pub(crate) const TOPIC_ID_VERSION: i16 = 13;
 
 struct Slot {
     topic: usize,

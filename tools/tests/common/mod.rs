@@ -132,6 +132,8 @@ pub struct Broker {
     /// Holds every run's stderr file (`stderr-<run>.log`); kept across restarts.
     log_dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// `RUST_LOG` for the broker, when a test reads its debug log.
+    log_filter: Option<String>,
     run: usize,
 }
 
@@ -143,6 +145,11 @@ impl Broker {
 
     /// Starts a broker on a fresh data directory with `extra_args` after the standard flags.
     pub fn start_with(extra_args: &[&str]) -> Broker {
+        Broker::start_logging(extra_args, None)
+    }
+
+    /// [`Broker::start_with`], with the broker's `RUST_LOG` set to `log_filter`.
+    pub fn start_logging(extra_args: &[&str], log_filter: Option<&str>) -> Broker {
         // A test that failed while holding the lock poisons it; the next test may still run.
         let one_at_a_time = ONE_BROKER_AT_A_TIME
             .lock()
@@ -160,6 +167,7 @@ impl Broker {
                 .tempdir()
                 .expect("create the log directory"),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            log_filter: log_filter.map(str::to_string),
             run: 0,
         };
         broker.spawn_until_ready();
@@ -299,6 +307,9 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
+        if let Some(filter) = &self.log_filter {
+            command.env("RUST_LOG", filter);
+        }
         let child = command
             .spawn()
             .map_err(|error| format!("spawning {:?}: {error}", command.get_program()))?;
