@@ -5,8 +5,8 @@
 //!
 //! The kernel spreads connections over the shards (SO_REUSEPORT) without knowing what they will
 //! do, so a producer's connection often lands on a shard that owns none of its partitions, and
-//! every Produce then crosses the bus twice (there and back), which costs ~45% more broker CPU
-//! per message. So a connection whose first Produce requests all go to one other shard is
+//! every Produce then crosses the bus twice (there and back), which costs 45-80% more broker CPU
+//! per message (`docs/benchmarks.md`, hot path round 2). So a connection whose first Produce requests all go to one other shard is
 //! handed over to that shard: when a Produce names only partitions owned by shard S, and this
 //! connection has no request in flight and no response being written, the socket's descriptor
 //! is duplicated and sent to S with the frame (`BrokerRequest::AdoptConnection`); S serves
