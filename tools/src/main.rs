@@ -43,14 +43,25 @@ enum Command {
     Log(inspect::LogCommand),
 }
 
+/// Colours in log lines only on a terminal, and not when `NO_COLOR` is set to anything but the
+/// empty string (no-color.org): a log file, a pipe or the journal gets plain text.
+fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_filter_default = match cli.command {
         Command::Serve(_) => SERVE_LOG_FILTER_DEFAULT,
         Command::Log(_) => LOG_FILTER_DEFAULT,
     };
+    let colours = log_colours(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter_default)),
@@ -66,5 +77,20 @@ fn main() -> ExitCode {
             eprintln!("ringlog: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new(""))));
     }
 }
