@@ -123,6 +123,26 @@ pub struct RecoveryReport {
     pub truncated_at: Option<(u64, String)>,
 }
 
+/// One of the shard's [`ZERO_WRITES_PER_SHARD_MAX`] zero-write slots, given back when dropped,
+/// whatever becomes of the write.
+#[derive(Debug)]
+struct ZeroSlot;
+
+impl ZeroSlot {
+    fn take() -> ZeroSlot {
+        let in_flight = ZERO_WRITES_IN_FLIGHT.get() + 1;
+        ZERO_WRITES_IN_FLIGHT.set(in_flight);
+        ZERO_WRITES_IN_FLIGHT_PEAK.set(ZERO_WRITES_IN_FLIGHT_PEAK.get().max(in_flight));
+        ZeroSlot
+    }
+}
+
+impl Drop for ZeroSlot {
+    fn drop(&mut self) {
+        ZERO_WRITES_IN_FLIGHT.set(ZERO_WRITES_IN_FLIGHT.get() - 1);
+    }
+}
+
 /// The most zero writes this thread's shard ever had in flight at once (at most
 /// [`ZERO_WRITES_PER_SHARD_MAX`]).
 pub fn zero_writes_in_flight_peak() -> usize {
@@ -190,6 +210,7 @@ pub struct ZeroJob {
     start: u64,
     end: u64,
     runway: Rc<Runway>,
+    slot: ZeroSlot,
 }
 
 impl ZeroJob {
@@ -201,6 +222,7 @@ impl ZeroJob {
             start,
             end,
             runway,
+            slot,
         } = self;
         let written = file.write_zeroes_at(start, (end - start) as usize).await;
         // Let go of the file before anyone waiting for this write can close it.
@@ -212,7 +234,7 @@ impl ZeroJob {
                 runway.stopped.set(true);
             }
         }
-        ZERO_WRITES_IN_FLIGHT.set(ZERO_WRITES_IN_FLIGHT.get() - 1);
+        drop(slot);
         runway.in_flight.set(None);
         runway.done.notify(usize::MAX);
     }
@@ -561,15 +583,14 @@ impl Segment {
         if end <= start || ZERO_WRITES_IN_FLIGHT.get() >= ZERO_WRITES_PER_SHARD_MAX {
             return None;
         }
-        let in_flight = ZERO_WRITES_IN_FLIGHT.get() + 1;
-        ZERO_WRITES_IN_FLIGHT.set(in_flight);
-        ZERO_WRITES_IN_FLIGHT_PEAK.set(ZERO_WRITES_IN_FLIGHT_PEAK.get().max(in_flight));
+        let slot = ZeroSlot::take();
         runway.in_flight.set(Some((start, end)));
         Some(ZeroJob {
             file: self.file.clone(),
             start,
             end,
             runway: Rc::clone(runway),
+            slot,
         })
     }
 
