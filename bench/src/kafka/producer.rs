@@ -286,6 +286,7 @@ pub fn start_lane(
                 window,
                 pending: pending_tx,
                 open: Vec::new(),
+                buffered: 0,
                 correlation_id: 0,
                 sticky,
                 key_counter: 0,
@@ -310,6 +311,8 @@ struct Writer {
     /// messages, and a full one gets a new one behind it (as Kafka's record accumulator does),
     /// so no batch grows past `batch.size` while the in-flight window is full.
     open: Vec<VecDeque<OpenBatch>>,
+    /// The bytes of every batch in `open`, kept as they come and go.
+    buffered: usize,
     correlation_id: i32,
     /// Where keyless messages go.
     sticky: Sticky,
@@ -334,8 +337,7 @@ impl Writer {
             let until = self.shared.produce_until_us.load(Ordering::Relaxed);
             let stopping = now >= until || self.shared.stop.load(Ordering::Relaxed);
             if !stopping {
-                let buffered = self.buffered_bytes();
-                let mut room = self.settings.buffer_bytes.saturating_sub(buffered)
+                let mut room = self.settings.buffer_bytes.saturating_sub(self.buffered)
                     / self.settings.payload.size().max(1);
                 room = room.min(MESSAGES_PER_PASS);
                 match interval_us {
@@ -371,8 +373,7 @@ impl Writer {
             // sleep until the next future event: a message falls due, an unready batch's
             // linger runs out, or (when ready batches wait for one) an in-flight slot frees.
             let blocked = !ready.is_empty();
-            let buffered = self.buffered_bytes();
-            let room = buffered + self.settings.payload.size() <= self.settings.buffer_bytes;
+            let room = self.buffered + self.settings.payload.size() <= self.settings.buffer_bytes;
             let mut wake_us = now + MAX_IDLE_WAIT.as_micros() as u64;
             if !stopping {
                 match interval_us {
@@ -430,6 +431,7 @@ impl Writer {
         let value_len = value.len();
         batch.bytes += value_len;
         batch.messages.push((key, value));
+        self.buffered += value_len;
         let last_batch_full = batch.bytes >= batch_bytes;
         if self.settings.keys == Keys::None {
             self.sticky
@@ -442,10 +444,6 @@ impl Writer {
             && (stopping
                 || batch.bytes >= self.settings.batch_bytes
                 || now >= batch.first_us + self.settings.linger.as_micros() as u64)
-    }
-
-    fn buffered_bytes(&self) -> usize {
-        self.open.iter().flatten().map(|batch| batch.bytes).sum()
     }
 
     fn any_ready(&self, now: u64) -> bool {
@@ -510,6 +508,7 @@ impl Writer {
             let batch = self.open[slot]
                 .pop_front()
                 .expect("a ready partition has a batch");
+            self.buffered -= batch.bytes;
             let records = encode_batch(
                 &batch.messages,
                 timestamp_ms,
