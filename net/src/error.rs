@@ -27,4 +27,21 @@ pub enum Error {
         target: String,
         source: std::io::Error,
     },
+
+    /// A Kafka peer's answer could not be used (a bad frame, a failed decode), or a request to
+    /// it could not be encoded.
+    #[error("{0}")]
+    Peer(String),
+
+    /// A Kafka peer refused a request with an error code.
+    #[error("{op}: {}{}", crate::client::error_name(*code), message.as_deref().map(|message| format!(" ({message})")).unwrap_or_default())]
+    Kafka {
+        op: String,
+        code: i16,
+        message: Option<String>,
+    },
+
+    /// The peer does not serve an API at any version this client speaks.
+    #[error("{0}")]
+    UnsupportedApi(String),
 }

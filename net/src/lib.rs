@@ -3,6 +3,7 @@
 
 pub mod apis;
 pub mod broker;
+pub mod client;
 pub mod codec;
 pub mod codes;
 pub mod config;

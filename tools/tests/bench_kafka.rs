@@ -229,8 +229,9 @@ fn a_consume_only_run_drains_a_backlog() {
     let broker = Broker::start();
     let topic = common::unique_topic("backlog");
     let mut connection =
-        ringlog_bench::kafka::wire::Connection::connect(&broker.bootstrap()).expect("connects");
-    ringlog_bench::kafka::admin::create_topics(
+        ringlog_net::client::Connection::connect(&broker.bootstrap(), "ringlog-test")
+            .expect("connects");
+    ringlog_net::client::admin::create_topics(
         &mut connection,
         std::slice::from_ref(&topic),
         3,

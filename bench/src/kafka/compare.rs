@@ -24,14 +24,14 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, ValueEnum};
 use serde::Serialize;
 
-use super::admin;
 use super::result::{Throughput, TimelineSample, WorkloadResult};
 use super::run::{Acks, From, KafkaArgs};
-use super::wire::Connection;
 use crate::machine::{ensure_on_disk, load_average, MachineInfo};
 use crate::storage::raw::{self, RawMode, RawResult};
 use crate::storage::Limits;
 use crate::watchdog::Watchdog;
+use ringlog_net::client::admin;
+use ringlog_net::client::Connection;
 
 /// Broker labels in the results (`WorkloadResult::broker`).
 pub const RINGLOG: &str = "ringlog";
@@ -741,7 +741,7 @@ impl RunningBroker {
                     self.log_path.display()
                 );
             }
-            match Connection::connect(&self.address) {
+            match Connection::connect(&self.address, super::CLIENT_ID) {
                 Ok(_) => return Ok(()),
                 Err(error) if started.elapsed() > BROKER_READY_TIMEOUT => {
                     return Err(error).with_context(|| {
@@ -892,7 +892,7 @@ fn workload_args(workload: Workload, context: &mut GroupContext) -> anyhow::Resu
         Workload::Produce => {
             // Written to a topic of our own naming so `consume` can read it afterwards.
             let topic = format!("compare-backlog-{}", super::unix_ms());
-            let mut connection = Connection::connect(&args.bootstrap)?;
+            let mut connection = Connection::connect(&args.bootstrap, super::CLIENT_ID)?;
             admin::create_topics(
                 &mut connection,
                 std::slice::from_ref(&topic),

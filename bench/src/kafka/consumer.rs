@@ -12,28 +12,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
-use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerProtocolAssignment, ConsumerProtocolSubscription, FetchRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
-    TopicName,
+    ApiKey, BrokerId, FetchRequest, RequestKind, ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use ringlog_net::client::admin::{self, Layout};
+use ringlog_net::client::group::{GroupMember, HEARTBEAT_INTERVAL};
+use ringlog_net::client::{error_name, text, Connection};
 
-use super::admin::{self, error_name, text, Layout};
 use super::producer::{insert_range, OffsetRanges, Shared};
 use super::records::{clock, walk_records, TIMESTAMP_BYTES};
-use super::wire::Connection;
 use crate::measure::new_histogram;
 
 /// Fetch versions this client speaks (v4: record batches, isolation level; v12 is the last
@@ -46,29 +36,11 @@ pub const FETCH_MAX_BYTES: i32 = 50 * 1024 * 1024;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 const FETCH_MIN_BYTES: i32 = 1;
 
-/// Group timing, Kafka's consumer defaults except a longer session for a noisy shared machine.
-const SESSION_TIMEOUT_MS: i32 = 30_000;
-const REBALANCE_TIMEOUT_MS: i32 = 60_000;
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// `auto.commit.interval.ms`.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
-/// Joins retried this many times before the consumer gives up.
-const JOIN_ATTEMPTS: usize = 20;
-const JOIN_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Kafka error codes the group client reacts to.
-const MEMBER_ID_REQUIRED: i16 = 79;
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
 /// Fetch error code: the position is below the log start (retention deleted it) or past the end.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
-
-/// The assignor this client offers: round robin over all subscribed partitions.
-const ASSIGNOR: &str = "roundrobin";
 
 /// Where a consumer starts when it has no committed offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +148,7 @@ impl Consumer {
         shared: Arc<Shared>,
         ready: Arc<AtomicUsize>,
     ) -> anyhow::Result<Consumer> {
-        let bootstrap = Connection::connect(&settings.bootstrap)?;
+        let bootstrap = Connection::connect(&settings.bootstrap, super::CLIENT_ID)?;
         Ok(Consumer {
             settings,
             shared,
@@ -197,7 +169,8 @@ impl Consumer {
         let partitions = match self.settings.membership.clone() {
             Membership::Assigned(partitions) => partitions,
             Membership::Group { group_id, topics } => {
-                let mut member = GroupMember::new(&mut self.bootstrap, group_id, topics)?;
+                let mut member =
+                    GroupMember::new(&mut self.bootstrap, group_id, topics, super::CLIENT_ID)?;
                 let partitions = member.join()?;
                 self.group = Some(member);
                 partitions
@@ -304,7 +277,7 @@ impl Consumer {
 
     fn leader(&mut self, address: &str) -> anyhow::Result<&mut Connection> {
         if !self.leaders.contains_key(address) {
-            let connection = Connection::connect(address)?;
+            let connection = Connection::connect(address, super::CLIENT_ID)?;
             self.leaders.insert(address.to_string(), connection);
         }
         Ok(self.leaders.get_mut(address).expect("inserted just above"))
@@ -478,367 +451,12 @@ impl Consumer {
         let Some(group) = self.group.as_mut() else {
             return;
         };
-        if let Err(error) = group.commit(&self.positions) {
+        if let Err(error) = group.commit(
+            self.positions
+                .iter()
+                .map(|position| (position.topic.as_str(), position.partition, position.offset)),
+        ) {
             self.shared.error(format!("offset commit: {error:#}"));
         }
     }
-}
-
-/// A classic consumer-group member: JoinGroup/SyncGroup (this client's own round-robin
-/// assignment when it leads), Heartbeat, OffsetFetch, OffsetCommit, LeaveGroup.
-struct GroupMember {
-    coordinator: Connection,
-    group_id: String,
-    topics: Vec<String>,
-    member_id: String,
-    generation: i32,
-}
-
-impl GroupMember {
-    fn new(
-        bootstrap: &mut Connection,
-        group_id: String,
-        topics: Vec<String>,
-    ) -> anyhow::Result<GroupMember> {
-        let address = find_coordinator(bootstrap, &group_id)?;
-        Ok(GroupMember {
-            coordinator: Connection::connect(&address)?,
-            group_id,
-            topics,
-            member_id: String::new(),
-            generation: -1,
-        })
-    }
-
-    /// Joins (or rejoins) the group and returns this member's partitions.
-    fn join(&mut self) -> anyhow::Result<Vec<(String, i32)>> {
-        let mut subscription = BytesMut::new();
-        let version = 0;
-        subscription.put_i16(version);
-        ConsumerProtocolSubscription::default()
-            .with_topics(self.topics.iter().map(|topic| text(topic)).collect())
-            .encode(&mut subscription, version)
-            .map_err(|error| anyhow!("encoding a subscription: {error}"))?;
-        let subscription = subscription.freeze();
-        for _ in 0..JOIN_ATTEMPTS {
-            let request = JoinGroupRequest::default()
-                .with_group_id(GroupId(text(&self.group_id)))
-                .with_session_timeout_ms(SESSION_TIMEOUT_MS)
-                .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
-                .with_member_id(text(&self.member_id))
-                .with_protocol_type(StrBytes::from_static_str("consumer"))
-                .with_protocols(vec![JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_static_str(ASSIGNOR))
-                    .with_metadata(subscription.clone())]);
-            let (_, response) =
-                self.coordinator
-                    .call(ApiKey::JoinGroup, 1..=7, RequestKind::JoinGroup(request))?;
-            let ResponseKind::JoinGroup(joined) = response else {
-                bail!("JoinGroup answered with another response kind");
-            };
-            match joined.error_code {
-                0 => {}
-                MEMBER_ID_REQUIRED => {
-                    self.member_id = joined.member_id.to_string();
-                    continue;
-                }
-                UNKNOWN_MEMBER_ID => {
-                    self.member_id.clear();
-                    continue;
-                }
-                REBALANCE_IN_PROGRESS
-                | COORDINATOR_LOAD_IN_PROGRESS
-                | COORDINATOR_NOT_AVAILABLE
-                | NOT_COORDINATOR => {
-                    std::thread::sleep(JOIN_RETRY_BACKOFF);
-                    continue;
-                }
-                code => bail!("joining group {}: {}", self.group_id, error_name(code)),
-            }
-            self.member_id = joined.member_id.to_string();
-            self.generation = joined.generation_id;
-            let assignments = if joined.leader == joined.member_id {
-                assign_round_robin(&mut self.coordinator, &joined.members)?
-            } else {
-                Vec::new()
-            };
-            let request = SyncGroupRequest::default()
-                .with_group_id(GroupId(text(&self.group_id)))
-                .with_generation_id(self.generation)
-                .with_member_id(text(&self.member_id))
-                .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
-                .with_protocol_name(Some(StrBytes::from_static_str(ASSIGNOR)))
-                .with_assignments(assignments);
-            let (_, response) =
-                self.coordinator
-                    .call(ApiKey::SyncGroup, 1..=5, RequestKind::SyncGroup(request))?;
-            let ResponseKind::SyncGroup(synced) = response else {
-                bail!("SyncGroup answered with another response kind");
-            };
-            match synced.error_code {
-                0 => return decode_assignment(synced.assignment),
-                REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION => continue,
-                UNKNOWN_MEMBER_ID => {
-                    self.member_id.clear();
-                    continue;
-                }
-                code => bail!("syncing group {}: {}", self.group_id, error_name(code)),
-            }
-        }
-        bail!(
-            "could not join group {} in {JOIN_ATTEMPTS} attempts",
-            self.group_id
-        )
-    }
-
-    /// Returns true when the group is rebalancing and this member must rejoin.
-    fn heartbeat(&mut self) -> anyhow::Result<bool> {
-        let request = HeartbeatRequest::default()
-            .with_group_id(GroupId(text(&self.group_id)))
-            .with_generation_id(self.generation)
-            .with_member_id(text(&self.member_id));
-        let (_, response) =
-            self.coordinator
-                .call(ApiKey::Heartbeat, 1..=4, RequestKind::Heartbeat(request))?;
-        let ResponseKind::Heartbeat(response) = response else {
-            bail!("Heartbeat answered with another response kind");
-        };
-        match response.error_code {
-            0 => Ok(false),
-            REBALANCE_IN_PROGRESS | ILLEGAL_GENERATION => Ok(true),
-            UNKNOWN_MEMBER_ID => {
-                self.member_id.clear();
-                Ok(true)
-            }
-            code => bail!("heartbeat to group {}: {}", self.group_id, error_name(code)),
-        }
-    }
-
-    fn committed(
-        &mut self,
-        partitions: &[(String, i32)],
-    ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
-        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (topic, partition) in partitions {
-            topics.entry(topic).or_default().push(*partition);
-        }
-        let request = OffsetFetchRequest::default()
-            .with_group_id(GroupId(text(&self.group_id)))
-            .with_topics(Some(
-                topics
-                    .iter()
-                    .map(|(topic, partitions)| {
-                        OffsetFetchRequestTopic::default()
-                            .with_name(TopicName(text(topic)))
-                            .with_partition_indexes(partitions.clone())
-                    })
-                    .collect(),
-            ));
-        let (_, response) = self.coordinator.call(
-            ApiKey::OffsetFetch,
-            1..=7,
-            RequestKind::OffsetFetch(request),
-        )?;
-        let ResponseKind::OffsetFetch(response) = response else {
-            bail!("OffsetFetch answered with another response kind");
-        };
-        let mut committed = BTreeMap::new();
-        for topic in &response.topics {
-            for partition in &topic.partitions {
-                if partition.error_code == 0 {
-                    committed.insert(
-                        (topic.name.0.to_string(), partition.partition_index),
-                        partition.committed_offset,
-                    );
-                }
-            }
-        }
-        Ok(committed)
-    }
-
-    fn commit(&mut self, positions: &[Position]) -> anyhow::Result<()> {
-        if positions.is_empty() {
-            return Ok(());
-        }
-        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
-        for position in positions {
-            let partition = OffsetCommitRequestPartition::default()
-                .with_partition_index(position.partition)
-                .with_committed_offset(position.offset)
-                .with_committed_leader_epoch(-1);
-            match topics
-                .iter_mut()
-                .find(|topic| topic.name.0.as_str() == position.topic)
-            {
-                Some(topic) => topic.partitions.push(partition),
-                None => topics.push(
-                    OffsetCommitRequestTopic::default()
-                        .with_name(TopicName(text(&position.topic)))
-                        .with_partitions(vec![partition]),
-                ),
-            }
-        }
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(text(&self.group_id)))
-            .with_generation_id_or_member_epoch(self.generation)
-            .with_member_id(text(&self.member_id))
-            .with_retention_time_ms(-1)
-            .with_topics(topics);
-        let (_, response) = self.coordinator.call(
-            ApiKey::OffsetCommit,
-            2..=8,
-            RequestKind::OffsetCommit(request),
-        )?;
-        let ResponseKind::OffsetCommit(response) = response else {
-            bail!("OffsetCommit answered with another response kind");
-        };
-        for topic in &response.topics {
-            for partition in &topic.partitions {
-                // A commit racing a rebalance is refused; the next one after the rejoin lands.
-                if partition.error_code != 0
-                    && partition.error_code != REBALANCE_IN_PROGRESS
-                    && partition.error_code != ILLEGAL_GENERATION
-                {
-                    bail!("{}", error_name(partition.error_code));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn leave(&mut self) {
-        use kafka_protocol::messages::leave_group_request::MemberIdentity;
-        let request = LeaveGroupRequest::default()
-            .with_group_id(GroupId(text(&self.group_id)))
-            .with_member_id(text(&self.member_id))
-            .with_members(vec![
-                MemberIdentity::default().with_member_id(text(&self.member_id))
-            ]);
-        // Best effort: the session timeout removes a member that could not say goodbye.
-        let _ = self
-            .coordinator
-            .call(ApiKey::LeaveGroup, 1..=5, RequestKind::LeaveGroup(request));
-    }
-}
-
-fn find_coordinator(bootstrap: &mut Connection, group_id: &str) -> anyhow::Result<String> {
-    for _ in 0..JOIN_ATTEMPTS {
-        let request = FindCoordinatorRequest::default()
-            .with_key(text(group_id))
-            .with_key_type(0);
-        let (_, response) = bootstrap.call(
-            ApiKey::FindCoordinator,
-            1..=3,
-            RequestKind::FindCoordinator(request),
-        )?;
-        let ResponseKind::FindCoordinator(response) = response else {
-            bail!("FindCoordinator answered with another response kind");
-        };
-        match response.error_code {
-            0 => return Ok(format!("{}:{}", response.host, response.port)),
-            COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS => {
-                std::thread::sleep(JOIN_RETRY_BACKOFF);
-            }
-            code => bail!(
-                "finding the coordinator of {group_id}: {}",
-                error_name(code)
-            ),
-        }
-    }
-    bail!("no coordinator for group {group_id}")
-}
-
-/// The leader's assignment: every partition of every member's subscription, dealt round robin
-/// over the members in member-id order.
-fn assign_round_robin(
-    bootstrap: &mut Connection,
-    members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
-) -> anyhow::Result<Vec<SyncGroupRequestAssignment>> {
-    let mut subscriptions: Vec<(String, Vec<String>)> = Vec::new();
-    for member in members {
-        let mut metadata = member.metadata.clone();
-        if metadata.remaining() < 2 {
-            bail!("member {} sent no subscription", member.member_id);
-        }
-        let version = metadata.get_i16();
-        let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version.min(3))
-            .map_err(|error| anyhow!("decoding a subscription: {error}"))?;
-        subscriptions.push((
-            member.member_id.to_string(),
-            subscription.topics.iter().map(|t| t.to_string()).collect(),
-        ));
-    }
-    subscriptions.sort();
-    let mut topics: Vec<String> = subscriptions
-        .iter()
-        .flat_map(|(_, topics)| topics.iter().cloned())
-        .collect();
-    topics.sort();
-    topics.dedup();
-    let layout = admin::wait_for_layout(bootstrap, &topics)?;
-    let mut plan: BTreeMap<String, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-    let mut turn = 0;
-    for (topic, partition) in layout.leaders.keys() {
-        let subscribers: Vec<&String> = subscriptions
-            .iter()
-            .filter(|(_, topics)| topics.contains(topic))
-            .map(|(member, _)| member)
-            .collect();
-        if subscribers.is_empty() {
-            continue;
-        }
-        let member = subscribers[turn % subscribers.len()];
-        turn += 1;
-        plan.entry(member.clone())
-            .or_default()
-            .entry(topic.clone())
-            .or_default()
-            .push(*partition);
-    }
-    subscriptions
-        .iter()
-        .map(|(member, _)| {
-            let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-                plan.get(member)
-                    .map(|topics| {
-                        topics
-                            .iter()
-                            .map(|(topic, partitions)| {
-                                AssignedTopic::default()
-                                    .with_topic(TopicName(text(topic)))
-                                    .with_partitions(partitions.clone())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            );
-            let mut bytes = BytesMut::new();
-            bytes.put_i16(0);
-            assignment
-                .encode(&mut bytes, 0)
-                .map_err(|error| anyhow!("encoding an assignment: {error}"))?;
-            Ok(SyncGroupRequestAssignment::default()
-                .with_member_id(text(member))
-                .with_assignment(bytes.freeze()))
-        })
-        .collect()
-}
-
-fn decode_assignment(mut bytes: Bytes) -> anyhow::Result<Vec<(String, i32)>> {
-    if bytes.remaining() < 2 {
-        return Ok(Vec::new());
-    }
-    let version = bytes.get_i16();
-    let assignment = ConsumerProtocolAssignment::decode(&mut bytes, version.clamp(0, 3))
-        .map_err(|error| anyhow!("decoding an assignment: {error}"))?;
-    Ok(assignment
-        .assigned_partitions
-        .iter()
-        .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(|partition| (topic.topic.0.to_string(), *partition))
-        })
-        .collect())
 }

@@ -8,7 +8,6 @@
 //! first, then the measured window), stops producing, lets the consumers drain, checks what
 //! they read against what was acknowledged, and reports: terminal summary, JSON, HTML.
 
-pub mod admin;
 pub mod compare;
 pub mod consumer;
 pub mod procstat;
@@ -17,11 +16,13 @@ pub mod records;
 pub mod report;
 pub mod result;
 pub mod run;
-pub mod wire;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use run::{run, KafkaArgs};
+
+/// The client id every benchmark connection sends.
+pub const CLIENT_ID: &str = "ringlog-bench";
 
 /// Milliseconds since the Unix epoch (record timestamps).
 pub fn unix_ms() -> u64 {

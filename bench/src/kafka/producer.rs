@@ -21,10 +21,10 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName};
 
-use super::admin::{error_name, text};
 use super::records::{clock, encode_batch, Codec, Payload};
-use super::wire::{decode_response, encode_request, Connection, Receiver, Sender};
 use crate::measure::new_histogram;
+use ringlog_net::client::{decode_response, encode_request, Connection, Receiver, Sender};
+use ringlog_net::client::{error_name, text};
 
 /// Kafka's built-in partitioner for keyless records (KIP-794): records stay on one partition
 /// until `batch.size` bytes have gone to it, then move to the next once its last batch is full
@@ -247,7 +247,7 @@ pub fn start_lane(
     if target.partitions.is_empty() {
         bail!("a producer lane without partitions");
     }
-    let connection = Connection::connect(&target.address)?;
+    let connection = Connection::connect(&target.address, super::CLIENT_ID)?;
     let version = connection
         .versions
         .pick(ApiKey::Produce, PRODUCE_VERSIONS)?;
@@ -549,6 +549,7 @@ impl Writer {
             ApiKey::Produce,
             self.version,
             correlation_id,
+            super::CLIENT_ID,
             &RequestKind::Produce(request),
         )?;
         if self.settings.acks == 0 {
@@ -571,7 +572,7 @@ impl Writer {
                 batches,
             })
             .context("the producer's reader stopped")?;
-        self.sender.send(&frame)
+        Ok(self.sender.send(&frame)?)
     }
 }
 
@@ -593,7 +594,7 @@ fn read_acks(
             Ok(frame) => frame,
             Err(error) => {
                 release();
-                return Err(error);
+                return Err(error.into());
             }
         };
         let now = clock::now_us();

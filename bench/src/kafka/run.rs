@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use super::admin;
 use super::consumer::{self, ConsumerSettings, Membership, StartAt};
 use super::procstat::{self, ProcSample};
 use super::producer::{self, Keys, LaneTarget, ProducerSettings, Shared};
@@ -18,8 +17,9 @@ use super::records::{clock, Codec, Payload};
 use super::result::{
     ErrorCount, Percentiles, ProcessUsage, Throughput, TimelineSample, Verification, WorkloadResult,
 };
-use super::wire::Connection;
 use crate::measure::{new_histogram, BYTES_PER_MB};
+use ringlog_net::client::admin;
+use ringlog_net::client::Connection;
 
 /// How often throughput and the broker's /proc figures are sampled.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -292,7 +292,7 @@ fn per_s(count: u64, seconds: f64) -> f64 {
 pub fn run(args: &KafkaArgs) -> anyhow::Result<WorkloadResult> {
     args.validate()?;
     let payload = Payload::new(args.message_size, 0x5eed)?;
-    let mut bootstrap = Connection::connect(&args.bootstrap)?;
+    let mut bootstrap = Connection::connect(&args.bootstrap, super::CLIENT_ID)?;
     let started_unix_ms = super::unix_ms();
     let (topics, created) = match &args.reuse_topic {
         Some(topic) => (vec![topic.clone()], false),
@@ -351,7 +351,7 @@ fn run_on_topics(
                 .map(|(_, p)| *p)
                 .collect();
             let address = layout.leader_address(topic, partitions[0])?.to_string();
-            let mut leader = Connection::connect(&address)?;
+            let mut leader = Connection::connect(&address, super::CLIENT_ID)?;
             let start = admin::offsets(&mut leader, topic, &partitions, admin::EARLIEST)?;
             let end = admin::offsets(&mut leader, topic, &partitions, admin::LATEST)?;
             backlog += partitions
