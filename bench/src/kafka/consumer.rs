@@ -219,7 +219,8 @@ impl Consumer {
         }
         self.commit();
         if let Some(group) = self.group.as_mut() {
-            group.leave();
+            // Best effort: the session timeout removes a member that could not say goodbye.
+            let _ = group.leave();
         }
         let mut outcome = std::mem::take(&mut self.outcome);
         outcome.end_to_end = Some(std::mem::replace(&mut self.histogram, new_histogram()));

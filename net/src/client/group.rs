@@ -295,18 +295,41 @@ impl GroupMember {
         Ok(())
     }
 
-    pub fn leave(&mut self) {
+    /// Leaves the group so it rebalances now rather than after the session timeout.
+    pub fn leave(&mut self) -> Result<()> {
         use kafka_protocol::messages::leave_group_request::MemberIdentity;
-        let request = LeaveGroupRequest::default()
-            .with_group_id(GroupId(text(&self.group_id)))
-            .with_member_id(text(&self.member_id))
-            .with_members(vec![
+        // v0-2 name one member; v3 on name a batch of them and refuse the old field.
+        let version = self.coordinator.versions.pick(ApiKey::LeaveGroup, 1..=5)?;
+        let request = LeaveGroupRequest::default().with_group_id(GroupId(text(&self.group_id)));
+        let request = if version < 3 {
+            request.with_member_id(text(&self.member_id))
+        } else {
+            request.with_members(vec![
                 MemberIdentity::default().with_member_id(text(&self.member_id))
-            ]);
-        // Best effort: the session timeout removes a member that could not say goodbye.
-        let _ = self
-            .coordinator
-            .call(ApiKey::LeaveGroup, 1..=5, RequestKind::LeaveGroup(request));
+            ])
+        };
+        let (_, response) = self.coordinator.call(
+            ApiKey::LeaveGroup,
+            version..=version,
+            RequestKind::LeaveGroup(request),
+        )?;
+        let ResponseKind::LeaveGroup(response) = response else {
+            return Err(wrong_kind(ApiKey::LeaveGroup));
+        };
+        let code = response
+            .members
+            .iter()
+            .map(|member| member.error_code)
+            .find(|code| *code != 0)
+            .unwrap_or(response.error_code);
+        if code != 0 {
+            return Err(Error::Kafka {
+                op: format!("leaving group {}", self.group_id),
+                code,
+                message: None,
+            });
+        }
+        Ok(())
     }
 }
 
