@@ -1,7 +1,9 @@
-//! The `ringlog` binary: the broker (`serve`) and the admin and inspection subcommands.
+//! The `ringlog` binary: the broker (`serve`), the Kafka client subcommands (`topic`,
+//! `produce`, `consume`, `group`, `cluster`) and the storage inspection ones (`log`).
 //! Each subcommand family lives in its own module; this file only parses the command line and
 //! maps outcomes to exit codes.
 
+mod cli;
 mod inspect;
 mod json;
 mod serve;
@@ -14,7 +16,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ringlog",
     version,
-    about = "Ringlog: a Kafka-compatible event streaming broker"
+    about = "Ringlog: a Kafka-compatible event streaming broker",
+    after_help = cli::EXIT_STATUS_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +41,19 @@ enum Command {
     /// are the flag names with `_` for `-`; the file may also hold a [topic_defaults] table of
     /// Kafka topic configs (e.g. "retention.ms" = "604800000") for topics created without them.
     Serve(Box<serve::ServeArgs>),
+    /// Create, list, describe, delete and change topics (any Kafka-compatible cluster).
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Write lines of stdin to a topic as records.
+    Produce(cli::produce::ProduceArgs),
+    /// Read records from a topic, alone or in a consumer group.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, describe and delete consumer groups; reset their offsets.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
+    /// The cluster's brokers and controller.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
     /// Inspect partition logs on disk. Read-only: nothing is recovered, truncated or rewritten.
     #[command(subcommand)]
     Log(inspect::LogCommand),
@@ -53,7 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_filter_default = match cli.command {
         Command::Serve(_) => SERVE_LOG_FILTER_DEFAULT,
-        Command::Log(_) => LOG_FILTER_DEFAULT,
+        _ => LOG_FILTER_DEFAULT,
     };
     let colours = log_colours(
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -67,10 +83,26 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter_default)),
         )
         .init();
-    let outcome = match cli.command {
-        Command::Serve(args) => serve::run(*args),
-        Command::Log(command) => inspect::run(command),
+    let client_outcome = match cli.command {
+        Command::Serve(args) => return report(serve::run(*args)),
+        Command::Log(command) => return report(inspect::run(command)),
+        Command::Topic(command) => cli::topic::run(command),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
+        Command::Group(command) => cli::group::run(command),
+        Command::Cluster(command) => cli::cluster::run(command),
     };
+    match client_outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringlog: {error}");
+            ExitCode::from(error.status)
+        }
+    }
+}
+
+/// The exit status of `serve` and `log`, which report their own failures as `anyhow` chains.
+fn report(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {

@@ -322,6 +322,15 @@ impl Connection {
         decode_response(response, key, version, correlation_id)
     }
 
+    /// Sends `request` at `version` and does not wait: for a Produce with acks=0, which a
+    /// broker never answers.
+    pub fn send_only(&mut self, key: ApiKey, version: i16, request: RequestKind) -> Result<()> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = encode_request(key, version, correlation_id, self.client_id, &request)?;
+        self.sender.send(&frame)
+    }
+
     /// The peer's address, as given to [`Connection::connect`].
     pub fn peer(&self) -> &str {
         &self.sender.peer

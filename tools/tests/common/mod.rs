@@ -381,7 +381,7 @@ impl Drop for Broker {
 }
 
 /// Polls `child` until it exits or `timeout` passes.
-fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
