@@ -443,7 +443,9 @@ fn assign_round_robin(
         .collect()
 }
 
-fn decode_assignment(mut bytes: Bytes) -> Result<Vec<(String, i32)>> {
+/// A classic consumer's assignment bytes (the consumer protocol's format) as (topic,
+/// partition) pairs.
+pub fn decode_assignment(mut bytes: Bytes) -> Result<Vec<(String, i32)>> {
     if bytes.remaining() < 2 {
         return Ok(Vec::new());
     }

@@ -480,11 +480,11 @@ impl Consumer<'_> {
                 ));
             };
             if response.error_code != 0 {
-                return Err(CliError::from_client(ringlog_net::Error::Kafka {
-                    op: format!("fetching from {}", topic.name),
-                    code: response.error_code,
-                    message: None,
-                }));
+                return Err(CliError::kafka(
+                    format!("fetching from {}", topic.name),
+                    response.error_code,
+                    None,
+                ));
             }
             for answer in response.responses.iter().flat_map(|t| t.partitions.iter()) {
                 let Some(index) = indexes
@@ -507,11 +507,11 @@ impl Consumer<'_> {
                         continue;
                     }
                     code => {
-                        return Err(CliError::from_client(ringlog_net::Error::Kafka {
-                            op: format!("fetching {}-{}", topic.name, answer.partition_index),
+                        return Err(CliError::kafka(
+                            format!("fetching {}-{}", topic.name, answer.partition_index),
                             code,
-                            message: None,
-                        }))
+                            None,
+                        ))
                     }
                 }
                 if let Some(records) = &answer.records {

@@ -2,16 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Buf;
 use clap::{ArgGroup, Args, Subcommand};
 use kafka_protocol::messages::{
-    ApiKey, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, DeleteGroupsRequest,
-    DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetFetchRequest, RequestKind,
-    ResponseKind,
+    ApiKey, ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
+    ListGroupsRequest, OffsetFetchRequest, RequestKind, ResponseKind,
 };
-use kafka_protocol::protocol::Decodable;
 use ringlog_net::client::admin;
-use ringlog_net::client::group::GroupMember;
+use ringlog_net::client::group::{self, GroupMember};
 use ringlog_net::client::{error_name, text, Connection};
 use serde::Serialize;
 
@@ -114,11 +111,11 @@ fn list(connect: &Connect) -> CliResult {
             ));
         };
         if response.error_code != 0 {
-            return Err(CliError::from_client(ringlog_net::Error::Kafka {
-                op: format!("listing the groups of broker {}", broker.node_id),
-                code: response.error_code,
-                message: None,
-            }));
+            return Err(CliError::kafka(
+                format!("listing the groups of broker {}", broker.node_id),
+                response.error_code,
+                None,
+            ));
         }
         for group in response.groups {
             groups.push(Listed {
@@ -203,7 +200,8 @@ fn group_state(coordinator: &mut Connection, group: &str) -> CliResult<Option<Gr
                     client_id: member.client_id.to_string(),
                     host: member.client_host.to_string(),
                     assignment: if consumer {
-                        decode_assignment(member.member_assignment.clone())
+                        group::decode_assignment(member.member_assignment.clone())
+                            .unwrap_or_default()
                     } else {
                         Vec::new()
                     },
@@ -219,11 +217,11 @@ fn group_state(coordinator: &mut Connection, group: &str) -> CliResult<Option<Gr
         // Dead means no such classic group; Kafka 4 also says GROUP_ID_NOT_FOUND for a group of
         // the new consumer protocol, which ConsumerGroupDescribe describes.
         0 | codes::GROUP_ID_NOT_FOUND => consumer_group_state(coordinator, group),
-        code => Err(CliError::from_client(ringlog_net::Error::Kafka {
-            op: format!("describing group {group}"),
+        code => Err(CliError::kafka(
+            format!("describing group {group}"),
             code,
-            message: described.error_message.map(|m| m.to_string()),
-        })),
+            described.error_message.map(|m| m.to_string()),
+        )),
     }
 }
 
@@ -280,28 +278,6 @@ fn consumer_group_state(
     }))
 }
 
-/// A classic consumer's assignment bytes as (topic, partition) pairs; empty if they are not
-/// in the consumer protocol's format.
-fn decode_assignment(mut bytes: bytes::Bytes) -> Vec<(String, i32)> {
-    if bytes.remaining() < 2 {
-        return Vec::new();
-    }
-    let version = bytes.get_i16();
-    let Ok(assignment) = ConsumerProtocolAssignment::decode(&mut bytes, version.clamp(0, 3)) else {
-        return Vec::new();
-    };
-    assignment
-        .assigned_partitions
-        .iter()
-        .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .map(|partition| (topic.topic.0.to_string(), *partition))
-        })
-        .collect()
-}
-
 /// Every offset `group` has committed, by (topic, partition).
 fn committed_offsets(
     coordinator: &mut Connection,
@@ -322,11 +298,11 @@ fn committed_offsets(
         ));
     };
     if response.error_code != 0 {
-        return Err(CliError::from_client(ringlog_net::Error::Kafka {
-            op: format!("fetching the offsets of group {group}"),
-            code: response.error_code,
-            message: None,
-        }));
+        return Err(CliError::kafka(
+            format!("fetching the offsets of group {group}"),
+            response.error_code,
+            None,
+        ));
     }
     let mut committed = BTreeMap::new();
     for topic in &response.topics {
@@ -515,11 +491,11 @@ fn delete(connect: &Connect, groups: &[String]) -> CliResult {
         };
         for result in response.results {
             if result.error_code != 0 && failure.is_none() {
-                failure = Some(CliError::from_client(ringlog_net::Error::Kafka {
-                    op: format!("deleting group {}", result.group_id.0),
-                    code: result.error_code,
-                    message: None,
-                }));
+                failure = Some(CliError::kafka(
+                    format!("deleting group {}", result.group_id.0),
+                    result.error_code,
+                    None,
+                ));
             }
             outcomes.push(Deleted {
                 group: result.group_id.0.to_string(),

@@ -88,6 +88,15 @@ impl CliError {
         self
     }
 
+    /// A Kafka error code a broker answered with, while doing `op`.
+    pub fn kafka(op: impl Into<String>, code: i16, message: Option<String>) -> CliError {
+        CliError::from_client(ringlog_net::Error::Kafka {
+            op: op.into(),
+            code,
+            message,
+        })
+    }
+
     /// An error from the Kafka client, with the hint its kind calls for.
     pub fn from_client(error: ringlog_net::Error) -> CliError {
         use ringlog_net::Error;

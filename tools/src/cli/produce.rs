@@ -67,24 +67,17 @@ impl Acks {
     }
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Codec {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl Codec {
-    fn compression(self) -> Compression {
-        match self {
-            Codec::None => Compression::None,
-            Codec::Gzip => Compression::Gzip,
-            Codec::Snappy => Compression::Snappy,
-            Codec::Lz4 => Compression::Lz4,
-            Codec::Zstd => Compression::Zstd,
-        }
+/// A `--compression` value as the codec of the batches.
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    match text {
+        "none" => Ok(Compression::None),
+        "gzip" => Ok(Compression::Gzip),
+        "snappy" => Ok(Compression::Snappy),
+        "lz4" => Ok(Compression::Lz4),
+        "zstd" => Ok(Compression::Zstd),
+        _ => Err(format!(
+            "{text:?}: expected none, gzip, snappy, lz4 or zstd"
+        )),
     }
 }
 
@@ -108,9 +101,9 @@ pub struct ProduceArgs {
     /// Acknowledgements to wait for.
     #[arg(long, value_enum, default_value = "all")]
     acks: Acks,
-    /// Compression of the record batches.
-    #[arg(long, short = 'z', value_enum, default_value = "none")]
-    compression: Codec,
+    /// Compression of the record batches: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, short = 'z', value_name = "CODEC", default_value = "none", value_parser = parse_compression)]
+    compression: Compression,
 }
 
 /// One record read from stdin.
@@ -168,7 +161,7 @@ pub fn run(args: ProduceArgs) -> CliResult {
         topic: &args.topic,
         leaders: &leaders,
         acks: args.acks.value(),
-        compression: args.compression.compression(),
+        compression: args.compression,
         written: BTreeMap::new(),
     };
     let mut pending: BTreeMap<i32, (Vec<Line>, usize)> = BTreeMap::new();
@@ -408,11 +401,11 @@ impl Sender<'_> {
                     ))
                 })?;
             if answer.error_code != 0 {
-                return Err(CliError::from_client(ringlog_net::Error::Kafka {
-                    op: format!("producing to {}-{partition}", self.topic),
-                    code: answer.error_code,
-                    message: answer.error_message.as_ref().map(|m| m.to_string()),
-                }));
+                return Err(CliError::kafka(
+                    format!("producing to {}-{partition}", self.topic),
+                    answer.error_code,
+                    answer.error_message.as_ref().map(|m| m.to_string()),
+                ));
             }
             let entry = self.written.entry(*partition).or_insert_with(|| Written {
                 partition: *partition,

@@ -171,7 +171,7 @@ fn first_failure(failures: Vec<(String, i16, Option<String>)>) -> CliResult {
     match failures.into_iter().next() {
         None => Ok(()),
         Some((op, code, message)) => {
-            let error = CliError::from_client(ringlog_net::Error::Kafka { op, code, message });
+            let error = CliError::kafka(op, code, message);
             if count > 1 {
                 Err(CliError {
                     message: format!("{} (and {} more)", error.message, count - 1),
@@ -352,13 +352,9 @@ fn source_name(source: i8) -> &'static str {
 pub fn existing_topic(metadata: &Metadata, name: &str) -> CliResult<TopicInfo> {
     match metadata.topic(name) {
         Some(topic) if topic.error_code == 0 => Ok(topic.clone()),
-        Some(topic) if topic.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION => {
-            Err(CliError::from_client(ringlog_net::Error::Kafka {
-                op: format!("topic {name}"),
-                code: topic.error_code,
-                message: None,
-            }))
-        }
+        Some(topic) if topic.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION => Err(
+            CliError::kafka(format!("topic {name}"), topic.error_code, None),
+        ),
         _ => Err(CliError::not_found(
             format!("topic {name} does not exist"),
             "`ringlog topic list` shows the topics; `ringlog topic create NAME` makes one",
@@ -423,11 +419,11 @@ fn describe(connect: &Connect, name: &str, all_configs: bool) -> CliResult {
     let mut configs = Vec::new();
     for result in &response.results {
         if result.error_code != 0 {
-            return Err(CliError::from_client(ringlog_net::Error::Kafka {
-                op: format!("describing the configs of {name}"),
-                code: result.error_code,
-                message: result.error_message.as_ref().map(|m| m.to_string()),
-            }));
+            return Err(CliError::kafka(
+                format!("describing the configs of {name}"),
+                result.error_code,
+                result.error_message.as_ref().map(|m| m.to_string()),
+            ));
         }
         for config in &result.configs {
             if !all_configs && config.config_source != SOURCE_TOPIC {
