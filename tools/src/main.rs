@@ -38,9 +38,13 @@ enum Command {
     ///
     /// Each setting is taken from, in order of precedence: its flag, the TOML file named by
     /// --config (or RINGLOG_CONFIG), its RINGLOG_* environment variable, its default. File keys
-    /// are the flag names with `_` for `-`; the file may also hold a [topic_defaults] table of
-    /// Kafka topic configs (e.g. "retention.ms" = "604800000") for topics created without them.
+    /// are the flag names with `_` for `-` (`ringlog config default` prints them all), or Kafka's
+    /// broker config names, quoted ("num.partitions", "log.retention.hours", ...); a
+    /// [topic_defaults] table holds Kafka topic configs for topics created without them.
     Serve(Box<serve::ServeArgs>),
+    /// Print the broker's configuration file with every default (`config default`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Create, list, describe, delete and change topics (any Kafka-compatible cluster).
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
@@ -57,6 +61,12 @@ enum Command {
     /// Inspect partition logs on disk. Read-only: nothing is recovered, truncated or rewritten.
     #[command(subcommand)]
     Log(inspect::LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every `ringlog serve` setting at its default, as a commented TOML config file.
+    Default,
 }
 
 /// Colours in log lines only on a terminal, and not when `NO_COLOR` is set to anything but the
@@ -86,6 +96,7 @@ fn main() -> ExitCode {
     let client_outcome = match cli.command {
         Command::Serve(args) => return report(serve::run(*args)),
         Command::Log(command) => return report(inspect::run(command)),
+        Command::Config(ConfigCommand::Default) => cli::output::print(&serve::default_file()),
         Command::Topic(command) => cli::topic::run(command),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),

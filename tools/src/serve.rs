@@ -29,63 +29,76 @@ struct Setting {
     flag: &'static str,
     key: &'static str,
     env: &'static str,
+    /// What it is, for `--help` and `ringlog config default`.
+    what: &'static str,
 }
 
 const DATA_DIR: Setting = Setting {
     flag: "--data-dir",
     key: "data_dir",
     env: "RINGLOG_DATA_DIR",
+    what: "Directory for partition logs and broker metadata; locked while running",
 };
 const LISTEN: Setting = Setting {
     flag: "--listen",
     key: "listen",
     env: "RINGLOG_LISTEN",
+    what: "Kafka listener address",
 };
 const ADVERTISE: Setting = Setting {
     flag: "--advertise",
     key: "advertise",
     env: "RINGLOG_ADVERTISE",
+    what: "Host and port given to clients in Metadata responses; the host may be a name, an IPv6 one in brackets",
 };
 const ADMIN_LISTEN: Setting = Setting {
     flag: "--admin-listen",
     key: "admin_listen",
     env: "RINGLOG_ADMIN_LISTEN",
+    what: "Admin HTTP listener address",
 };
 const CORES: Setting = Setting {
     flag: "--cores",
     key: "cores",
     env: "RINGLOG_CORES",
+    what: "Shards to run, at least 1",
 };
 const NODE_ID: Setting = Setting {
     flag: "--node-id",
     key: "node_id",
     env: "RINGLOG_NODE_ID",
+    what: "Kafka node.id, 0 or more",
 };
 const AUTO_CREATE_TOPICS: Setting = Setting {
     flag: "--auto-create-topics",
     key: "auto_create_topics",
     env: "RINGLOG_AUTO_CREATE_TOPICS",
+    what: "Create unknown topics on Metadata and Produce (Kafka auto.create.topics.enable): true or false",
 };
 const NUM_PARTITIONS: Setting = Setting {
     flag: "--num-partitions",
     key: "num_partitions",
     env: "RINGLOG_NUM_PARTITIONS",
+    what: "Partitions of a topic created without a count (Kafka num.partitions), at least 1",
 };
 const SOCKET_REQUEST_MAX_BYTES: Setting = Setting {
     flag: "--socket-request-max-bytes",
     key: "socket_request_max_bytes",
     env: "RINGLOG_SOCKET_REQUEST_MAX_BYTES",
+    what: "Largest request frame accepted (Kafka socket.request.max.bytes)",
 };
 const LOG_RETENTION_CHECK_INTERVAL_MS: Setting = Setting {
     flag: "--log-retention-check-interval-ms",
     key: "log_retention_check_interval_ms",
     env: "RINGLOG_LOG_RETENTION_CHECK_INTERVAL_MS",
+    what: "How often partitions are checked for segments past retention.ms or retention.bytes (Kafka log.retention.check.interval.ms), at least 1",
 };
 /// Only a flag or the environment can name the file; the file cannot name another.
 const CONFIG: Setting = Setting {
     flag: "--config",
     key: "config",
     env: "RINGLOG_CONFIG",
+    what: "TOML file of settings (`ringlog config default` prints one with every default; Kafka broker names such as \"log.retention.hours\" are taken too)",
 };
 
 /// Every setting, for the test that checks `--help` documents each one.
@@ -132,43 +145,107 @@ const EXIT_STATUS_SIGNAL_BASE: i32 = 128;
 /// the file go through the same checks and their errors read alike.
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
-    #[arg(long, value_name = "PATH", help = help(&CONFIG, "TOML file of settings (keys as in the env names, lower case, without RINGLOG_; plus a [topic_defaults] table)", "none"))]
+    #[arg(long, value_name = "PATH", help = help(&CONFIG, "none"))]
     config: Option<PathBuf>,
 
-    #[arg(long, value_name = "PATH", help = help(&DATA_DIR, "Directory for partition logs and broker metadata; locked while running", DATA_DIR_DEFAULT))]
+    #[arg(long, value_name = "PATH", help = help(&DATA_DIR, DATA_DIR_DEFAULT))]
     data_dir: Option<PathBuf>,
 
-    #[arg(long, value_name = "IP:PORT", help = help(&LISTEN, "Kafka listener address", &default_config().listen.to_string()))]
+    #[arg(long, value_name = "IP:PORT", help = help(&LISTEN, &default_config().listen.to_string()))]
     listen: Option<String>,
 
-    #[arg(long, value_name = "HOST:PORT", help = help(&ADVERTISE, "Host and port given to clients in Metadata responses; the host may be a name, an IPv6 one in brackets", "the listen address"))]
+    #[arg(long, value_name = "HOST:PORT", help = help(&ADVERTISE, "the listen address"))]
     advertise: Option<String>,
 
-    #[arg(long, value_name = "IP:PORT", help = help(&ADMIN_LISTEN, "Admin HTTP listener address", "off"))]
+    #[arg(long, value_name = "IP:PORT", help = help(&ADMIN_LISTEN, "off"))]
     admin_listen: Option<String>,
 
-    #[arg(long, value_name = "N", help = help(&CORES, "Shards to run, at least 1", "one per online core"))]
+    #[arg(long, value_name = "N", help = help(&CORES, "one per online core"))]
     cores: Option<String>,
 
-    #[arg(long, value_name = "ID", help = help(&NODE_ID, "Kafka node.id, 0 or more", &default_config().node_id.to_string()))]
+    #[arg(long, value_name = "ID", help = help(&NODE_ID, &default_config().node_id.to_string()))]
     node_id: Option<String>,
 
-    #[arg(long, value_name = "BOOL", help = help(&AUTO_CREATE_TOPICS, "Create unknown topics on Metadata and Produce (Kafka auto.create.topics.enable): true or false", &default_config().auto_create_topics.to_string()))]
+    #[arg(long, value_name = "BOOL", help = help(&AUTO_CREATE_TOPICS, &default_config().auto_create_topics.to_string()))]
     auto_create_topics: Option<String>,
 
-    #[arg(long, value_name = "N", help = help(&NUM_PARTITIONS, "Partitions of a topic created without a count (Kafka num.partitions), at least 1", &default_config().num_partitions.to_string()))]
+    #[arg(long, value_name = "N", help = help(&NUM_PARTITIONS, &default_config().num_partitions.to_string()))]
     num_partitions: Option<String>,
 
-    #[arg(long, value_name = "BYTES", help = help(&SOCKET_REQUEST_MAX_BYTES, "Largest request frame accepted (Kafka socket.request.max.bytes)", &default_config().socket_request_max_bytes.to_string()))]
+    #[arg(long, value_name = "BYTES", help = help(&SOCKET_REQUEST_MAX_BYTES, &default_config().socket_request_max_bytes.to_string()))]
     socket_request_max_bytes: Option<String>,
 
-    #[arg(long, value_name = "MS", help = help(&LOG_RETENTION_CHECK_INTERVAL_MS, "How often partitions are checked for segments past retention.ms or retention.bytes (Kafka log.retention.check.interval.ms), at least 1", &default_config().log_retention_check_interval_ms.to_string()))]
+    #[arg(long, value_name = "MS", help = help(&LOG_RETENTION_CHECK_INTERVAL_MS, &default_config().log_retention_check_interval_ms.to_string()))]
     log_retention_check_interval_ms: Option<String>,
 }
 
 /// One flag's help line, with the environment variable and default that `--help` must show.
-fn help(setting: &Setting, what: &str, default: &str) -> String {
-    format!("{what} [env: {}] [default: {default}]", setting.env)
+fn help(setting: &Setting, default: &str) -> String {
+    format!(
+        "{} [env: {}] [default: {default}]",
+        setting.what, setting.env
+    )
+}
+
+/// `ringlog config default`: every setting at its default, as a TOML file `--config` takes, with
+/// what each one is; settings without a default value, and the topic defaults, commented out.
+pub fn default_file() -> String {
+    let defaults = default_config();
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let entries: [(&Setting, Option<String>); 10] = [
+        (&NODE_ID, Some(defaults.node_id.to_string())),
+        (
+            &DATA_DIR,
+            Some(quoted(&defaults.data_dir.display().to_string())),
+        ),
+        (&LISTEN, Some(quoted(&defaults.listen.to_string()))),
+        (&ADVERTISE, None),
+        (
+            &ADMIN_LISTEN,
+            defaults
+                .admin_listen
+                .map(|address| quoted(&address.to_string())),
+        ),
+        (&CORES, defaults.cores.map(|cores| cores.to_string())),
+        (
+            &AUTO_CREATE_TOPICS,
+            Some(defaults.auto_create_topics.to_string()),
+        ),
+        (&NUM_PARTITIONS, Some(defaults.num_partitions.to_string())),
+        (
+            &SOCKET_REQUEST_MAX_BYTES,
+            Some(defaults.socket_request_max_bytes.to_string()),
+        ),
+        (
+            &LOG_RETENTION_CHECK_INTERVAL_MS,
+            Some(defaults.log_retention_check_interval_ms.to_string()),
+        ),
+    ];
+    let mut text = String::from(
+        "# Ringlog broker settings: `ringlog serve --config FILE.toml`. Each value shown is the\n\
+         # default. Per setting, a flag beats this file, which beats the RINGLOG_* environment.\n\
+         # Kafka's broker config names are taken too, quoted at the top level: \"num.partitions\",\n\
+         # \"log.retention.hours\", \"log.segment.bytes\", ... (see docs/operations.md).\n",
+    );
+    for (setting, value) in entries {
+        text.push_str(&format!(
+            "\n# {}.\n#   flag {}, environment {}\n",
+            setting.what, setting.flag, setting.env
+        ));
+        match value {
+            Some(value) => text.push_str(&format!("{} = {value}\n", setting.key)),
+            None => text.push_str(&format!("# {} = (no default)\n", setting.key)),
+        }
+    }
+    text.push_str(
+        "\n# Topic configs for topics created without their own value, under Kafka's topic config\n\
+         # names. None are set by default; these are the values topics get then.\n\
+         [topic_defaults]\n",
+    );
+    for (name, value) in ringlog_engine::config::LogConfig::default().to_pairs() {
+        text.push_str(&format!("# {} = {}\n", quoted(name), quoted(&value)));
+    }
+    text
 }
 
 /// What `ringlog serve` runs with when no source sets anything.
@@ -538,10 +615,166 @@ impl TopicConfigValue {
     }
 }
 
+/// What a Kafka broker config name sets when it appears at the top level of the file.
+#[derive(Clone, Copy, Debug)]
+enum KafkaName {
+    /// One of Ringlog's own settings, by its file key.
+    Setting(&'static str),
+    /// A broker-wide topic default, by its topic config name, with the factor that turns the
+    /// broker config's unit into the topic config's (hours to milliseconds, ...).
+    TopicDefault(&'static str, i64),
+}
+
+const MS_PER_MINUTE: i64 = 60_000;
+const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
+
+/// Kafka's broker config names this file takes, quoted, beside Ringlog's own keys: the same
+/// settings under the names a Kafka operator knows (`server.properties`).
+const KAFKA_NAMES: [(&str, KafkaName); 20] = [
+    ("node.id", KafkaName::Setting("node_id")),
+    ("log.dir", KafkaName::Setting("data_dir")),
+    ("num.partitions", KafkaName::Setting("num_partitions")),
+    (
+        "auto.create.topics.enable",
+        KafkaName::Setting("auto_create_topics"),
+    ),
+    (
+        "socket.request.max.bytes",
+        KafkaName::Setting("socket_request_max_bytes"),
+    ),
+    (
+        "log.retention.check.interval.ms",
+        KafkaName::Setting("log_retention_check_interval_ms"),
+    ),
+    (
+        "log.retention.ms",
+        KafkaName::TopicDefault("retention.ms", 1),
+    ),
+    (
+        "log.retention.minutes",
+        KafkaName::TopicDefault("retention.ms", MS_PER_MINUTE),
+    ),
+    (
+        "log.retention.hours",
+        KafkaName::TopicDefault("retention.ms", MS_PER_HOUR),
+    ),
+    (
+        "log.retention.bytes",
+        KafkaName::TopicDefault("retention.bytes", 1),
+    ),
+    (
+        "log.segment.bytes",
+        KafkaName::TopicDefault("segment.bytes", 1),
+    ),
+    ("log.roll.ms", KafkaName::TopicDefault("segment.ms", 1)),
+    (
+        "log.roll.hours",
+        KafkaName::TopicDefault("segment.ms", MS_PER_HOUR),
+    ),
+    (
+        "log.cleanup.policy",
+        KafkaName::TopicDefault("cleanup.policy", 1),
+    ),
+    (
+        "message.max.bytes",
+        KafkaName::TopicDefault("max.message.bytes", 1),
+    ),
+    (
+        "min.insync.replicas",
+        KafkaName::TopicDefault("min.insync.replicas", 1),
+    ),
+    (
+        "log.flush.interval.messages",
+        KafkaName::TopicDefault("flush.messages", 1),
+    ),
+    (
+        "log.flush.interval.ms",
+        KafkaName::TopicDefault("flush.ms", 1),
+    ),
+    (
+        "log.message.timestamp.type",
+        KafkaName::TopicDefault("message.timestamp.type", 1),
+    ),
+    (
+        "unclean.leader.election.enable",
+        KafkaName::TopicDefault("unclean.leader.election.enable", 1),
+    ),
+];
+
+/// Rewrites the Kafka broker names at the top level of `table` into Ringlog's keys and
+/// `[topic_defaults]` entries. Two names for one setting are refused, as is a dotted key that
+/// is no Kafka name this file knows (a typo must not be ignored).
+fn translate_kafka_names(path: &Path, table: &mut toml::Table) -> anyhow::Result<()> {
+    let dotted: Vec<String> = table
+        .keys()
+        .filter(|key| key.contains('.'))
+        .cloned()
+        .collect();
+    for name in dotted {
+        let Some((_, meaning)) = KAFKA_NAMES.iter().find(|(known, _)| *known == name) else {
+            let known: Vec<&str> = KAFKA_NAMES.iter().map(|(known, _)| *known).collect();
+            return Err(anyhow!(
+                "unknown key `{name}` in config file {}; the Kafka broker names it takes are: {}",
+                path.display(),
+                known.join(", ")
+            ));
+        };
+        let value = table.remove(&name).expect("the key was just listed");
+        match *meaning {
+            KafkaName::Setting(key) => {
+                if table.contains_key(key) {
+                    return Err(anyhow!(
+                        "config file {}: `{name}` and `{key}` are the same setting; keep one",
+                        path.display()
+                    ));
+                }
+                table.insert(key.to_string(), value);
+            }
+            KafkaName::TopicDefault(topic_config, factor) => {
+                let value = match (value, factor) {
+                    (value, 1) => value,
+                    (toml::Value::Integer(units), factor) => {
+                        toml::Value::Integer(units.checked_mul(factor).ok_or_else(|| {
+                            anyhow!("config file {}: `{name}` is too large", path.display())
+                        })?)
+                    }
+                    (other, _) => {
+                        return Err(anyhow!(
+                            "config file {}: `{name}` must be a whole number, not {other}",
+                            path.display()
+                        ))
+                    }
+                };
+                let defaults = table
+                    .entry("topic_defaults")
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(defaults) = defaults.as_table_mut() else {
+                    return Err(anyhow!(
+                        "config file {}: `topic_defaults` must be a table",
+                        path.display()
+                    ));
+                };
+                if defaults.contains_key(topic_config) {
+                    return Err(anyhow!(
+                        "config file {}: `{name}` and topic_defaults.\"{topic_config}\" are the \
+                         same setting; keep one",
+                        path.display()
+                    ));
+                }
+                defaults.insert(topic_config.to_string(), value);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn file_layer(file: &ConfigFile) -> anyhow::Result<Layer> {
     let path = file.path.as_path();
-    let settings: FileSettings =
+    let mut table: toml::Table =
         toml::from_str(&file.text).with_context(|| format!("config file {}", path.display()))?;
+    translate_kafka_names(path, &mut table)?;
+    let settings = FileSettings::deserialize(table)
+        .with_context(|| format!("config file {}", path.display()))?;
     let source = Source::File(path);
     Ok(Layer {
         data_dir: path_setting(source, &DATA_DIR, settings.data_dir)?,
@@ -577,13 +810,37 @@ fn file_layer(file: &ConfigFile) -> anyhow::Result<Layer> {
             LOG_RETENTION_CHECK_INTERVAL_MS_MIN,
             LOG_RETENTION_CHECK_INTERVAL_MS_MAX,
         )?,
-        topic_defaults: settings.topic_defaults.map(|table| {
-            table
-                .into_iter()
-                .map(|(name, value)| (name, value.into_text()))
-                .collect()
-        }),
+        topic_defaults: settings
+            .topic_defaults
+            .map(|table| checked_topic_defaults(path, table))
+            .transpose()?,
     })
+}
+
+/// The `[topic_defaults]` as Kafka's text values, each checked as a topic config now, so a bad
+/// one stops the broker at start rather than failing every topic created later.
+fn checked_topic_defaults(
+    path: &Path,
+    table: BTreeMap<String, TopicConfigValue>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut config = ringlog_engine::config::LogConfig::default();
+    table
+        .into_iter()
+        .map(|(name, value)| {
+            let text = value.into_text();
+            config.set(&name, &text).map_err(|error| {
+                anyhow!(
+                    "topic_defaults.\"{name}\" in config file {}: invalid value \"{text}\": {}",
+                    path.display(),
+                    match error {
+                        ringlog_engine::Error::InvalidConfig { reason, .. } => reason,
+                        other => other.to_string(),
+                    }
+                )
+            })?;
+            Ok((name, text))
+        })
+        .collect()
 }
 
 fn file_integer<T: TryFrom<i64>>(
@@ -732,6 +989,92 @@ mod tests {
             Ok(config) => panic!("resolve succeeded: {config:?}"),
             Err(error) => format!("{error:#}"),
         }
+    }
+
+    #[test]
+    fn the_default_file_resolves_to_the_defaults() {
+        let text = default_file();
+        assert_eq!(
+            format!("{:?}", resolved(&[], Some(&text), &[])),
+            format!("{:?}", resolved(&[], None, &[]))
+        );
+        // Every setting a file can hold is in it, and every topic config is listed.
+        for setting in SETTINGS.iter().filter(|setting| setting.key != "config") {
+            assert!(
+                text.contains(&format!("{} = ", setting.key)),
+                "{}",
+                setting.key
+            );
+        }
+        assert!(
+            text.contains("# \"retention.ms\" = \"604800000\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn kafka_broker_names_set_the_same_settings() {
+        let config = resolved(
+            &[],
+            Some(
+                r#"
+                "num.partitions" = 4
+                "auto.create.topics.enable" = false
+                "log.retention.hours" = 2
+                "log.segment.bytes" = 1048576
+                "log.cleanup.policy" = "compact"
+                [topic_defaults]
+                "max.message.bytes" = 2097152
+                "#,
+            ),
+            &[],
+        );
+        assert_eq!(config.num_partitions, 4);
+        assert!(!config.auto_create_topics);
+        let mut defaults = config.topic_defaults.clone();
+        defaults.sort();
+        assert_eq!(
+            defaults,
+            vec![
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("max.message.bytes".into(), "2097152".into()),
+                ("retention.ms".into(), "7200000".into()),
+                ("segment.bytes".into(), "1048576".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn kafka_names_that_clash_or_do_not_exist_are_refused() {
+        let both = error(&[], Some("num_partitions = 2\n\"num.partitions\" = 3"), &[]);
+        assert!(
+            both.contains("`num.partitions` and `num_partitions` are the same setting"),
+            "{both}"
+        );
+        let both = error(
+            &[],
+            Some("\"log.retention.ms\" = 1\n[topic_defaults]\n\"retention.ms\" = 2"),
+            &[],
+        );
+        assert!(both.contains("same setting"), "{both}");
+        let typo = error(&[], Some("\"log.retention.hourz\" = 1"), &[]);
+        assert!(typo.contains("unknown key `log.retention.hourz`"), "{typo}");
+        assert!(typo.contains("log.retention.hours"), "{typo}");
+        let text = error(&[], Some("\"log.retention.hours\" = \"two\""), &[]);
+        assert!(text.contains("must be a whole number"), "{text}");
+    }
+
+    #[test]
+    fn bad_topic_defaults_are_refused_at_start_with_their_name() {
+        let bad = error(
+            &[],
+            Some("[topic_defaults]\n\"retention.ms\" = \"soon\""),
+            &[],
+        );
+        assert!(bad.contains("topic_defaults.\"retention.ms\""), "{bad}");
+        assert!(bad.contains("\"soon\""), "{bad}");
+        let unknown = error(&[], Some("[topic_defaults]\n\"retention.msec\" = 1"), &[]);
+        assert!(unknown.contains("unknown topic config"), "{unknown}");
     }
 
     #[test]
@@ -943,12 +1286,13 @@ mod tests {
                 &[],
                 "`data_dir` in config file /etc/ringlog.toml: invalid value \"\": expected a directory path",
             ),
-            // A wrongly typed TOML value is caught by the TOML parser, which names the file.
+            // A wrongly typed TOML value is caught by the TOML parser, which names the file
+            // and the key.
             (
                 &[],
                 Some("cores = \"4\""),
                 &[],
-                "config file /etc/ringlog.toml: TOML parse error",
+                "config file /etc/ringlog.toml: invalid type: string \"4\", expected i64\nin `cores`",
             ),
         ];
         for (args, file_text, env, expected) in cases {
@@ -996,7 +1340,7 @@ mod tests {
                 [topic_defaults]
                 "retention.ms" = "604800000"
                 "segment.bytes" = 1073741824
-                "preallocate" = true
+                "unclean.leader.election.enable" = true
                 "#,
             ),
             &[],
@@ -1004,9 +1348,12 @@ mod tests {
         assert_eq!(
             config.topic_defaults,
             vec![
-                ("preallocate".to_string(), "true".to_string()),
                 ("retention.ms".to_string(), "604800000".to_string()),
                 ("segment.bytes".to_string(), "1073741824".to_string()),
+                (
+                    "unclean.leader.election.enable".to_string(),
+                    "true".to_string()
+                ),
             ]
         );
     }
