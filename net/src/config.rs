@@ -36,6 +36,10 @@ pub struct BrokerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Shards to run; `None` means one per online core.
     pub cores: Option<usize>,
+    /// Pin shard `i` to the `i`-th CPU the process may run on (default true: a broker owns its
+    /// cores). Unpinned shards share the CPUs with everything else and do not spin before
+    /// sleeping, which suits a broker inside a test process.
+    pub pin_to_cores: bool,
     /// Kafka's `auto.create.topics.enable` (default true).
     pub auto_create_topics: bool,
     /// Kafka's `num.partitions` (default 1).
@@ -82,6 +86,7 @@ impl BrokerConfig {
             advertise: None,
             admin_listen: None,
             cores: None,
+            pin_to_cores: true,
             auto_create_topics: true,
             num_partitions: NUM_PARTITIONS_DEFAULT,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,

@@ -75,6 +75,7 @@ fn start_inner(
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let runtime = RuntimeConfig {
         shard_count: config.cores,
+        pin_to_cores: config.pin_to_cores,
         name: "ringlog-shard".into(),
         ..RuntimeConfig::default()
     };
