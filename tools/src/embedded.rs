@@ -18,16 +18,16 @@
 //!     .create()?;
 //! // The topic is created on first use (`auto_create_topics` is on by default).
 //! producer
-//!     .send(BaseRecord::to("greetings").key("k").payload("hello"))
+//!     .send(BaseRecord::to("orders").key("order-1").payload("42 apples"))
 //!     .map_err(|(error, _)| error)?;
 //! producer.flush(Duration::from_secs(30))?;
 //!
 //! let consumer: BaseConsumer = ClientConfig::new()
 //!     .set("bootstrap.servers", broker.bootstrap())
-//!     .set("group.id", "doc")
+//!     .set("group.id", "my-test")
 //!     .create()?;
 //! let mut assignment = TopicPartitionList::new();
-//! assignment.add_partition_offset("greetings", 0, Offset::Beginning)?;
+//! assignment.add_partition_offset("orders", 0, Offset::Beginning)?;
 //! consumer.assign(&assignment)?;
 //! let deadline = Instant::now() + Duration::from_secs(30);
 //! let message = loop {
@@ -36,7 +36,8 @@
 //!         break message?.detach();
 //!     }
 //! };
-//! assert_eq!(message.payload(), Some(&b"hello"[..]));
+//! assert_eq!(message.key(), Some(&b"order-1"[..]));
+//! assert_eq!(message.payload(), Some(&b"42 apples"[..]));
 //!
 //! // Dropping the broker stops it cleanly (logs synced) and removes its data directory;
 //! // `stop` does the same and reports a failed shutdown.
@@ -203,7 +204,7 @@ impl EmbeddedBrokerBuilder {
 
     /// Keep the data in `path` instead of a temporary directory: it is created if missing and
     /// left in place when the broker stops, so a later broker can start on the same data. The
-    /// filesystem must support O_DIRECT (ext4, xfs, tmpfs from Linux 6.6).
+    /// filesystem must support O_DIRECT: ext4 and xfs do, tmpfs since Linux 6.6.
     pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(path.into());
         self
