@@ -5,9 +5,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -41,6 +42,9 @@ pub type BrokerBus = Bus<BrokerRequest, BrokerResponse>;
 /// One per shard.
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
+    /// The address the Kafka listener is bound to, shared by every shard: set by shard 0 when
+    /// it binds, before any shard accepts a connection.
+    listen_address: Arc<OnceLock<SocketAddr>>,
     pub shard_id: ShardId,
     pub shard: Rc<Shard>,
     storage: Storage,
@@ -62,6 +66,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(
         config: Arc<BrokerConfig>,
+        listen_address: Arc<OnceLock<SocketAddr>>,
         shard: Rc<Shard>,
         storage: Storage,
         shard_count: usize,
@@ -70,6 +75,7 @@ impl Broker {
         let groups = GroupCoordinator::new(&config);
         Rc::new(Broker {
             config,
+            listen_address,
             shard_id: shard.id(),
             shard,
             storage,
@@ -83,6 +89,18 @@ impl Broker {
             ready: Cell::new(false),
             ready_event: Event::new(),
         })
+    }
+
+    /// The host and port clients are told to connect to (Metadata, FindCoordinator,
+    /// DescribeCluster): `advertise`, else the bound listen address, so a broker started on
+    /// port 0 advertises the port it really has.
+    pub fn advertised(&self) -> (String, u16) {
+        let bound = self
+            .listen_address
+            .get()
+            .copied()
+            .unwrap_or(self.config.listen);
+        self.config.advertised_for(bound)
     }
 
     pub fn set_connections(&self, connections: Rc<Connections>) {

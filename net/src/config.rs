@@ -27,14 +27,19 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Where partition logs and broker metadata live; locked exclusively while running.
     pub data_dir: PathBuf,
-    /// The Kafka listener (every shard binds it with SO_REUSEPORT).
+    /// The Kafka listener (every shard binds it with SO_REUSEPORT). Port 0 asks the kernel for a
+    /// free port, which [`crate::server::start`] reports.
     pub listen: SocketAddr,
-    /// The host and port put in Metadata responses; defaults to `listen`.
+    /// The host and port put in Metadata responses; defaults to the bound listen address.
     pub advertise: Option<(String, u16)>,
     /// The admin HTTP listener (served from the operator-surface issue on).
     pub admin_listen: Option<SocketAddr>,
     /// Shards to run; `None` means one per online core.
     pub cores: Option<usize>,
+    /// Pin shard `i` to the `i`-th CPU the process may run on (default true: a broker owns its
+    /// cores). Unpinned shards share the CPUs with everything else and do not spin before
+    /// sleeping, which suits a broker inside a test process.
+    pub pin_to_cores: bool,
     /// Kafka's `auto.create.topics.enable` (default true).
     pub auto_create_topics: bool,
     /// Kafka's `num.partitions` (default 1).
@@ -81,6 +86,7 @@ impl BrokerConfig {
             advertise: None,
             admin_listen: None,
             cores: None,
+            pin_to_cores: true,
             auto_create_topics: true,
             num_partitions: NUM_PARTITIONS_DEFAULT,
             socket_request_max_bytes: SOCKET_REQUEST_MAX_BYTES_DEFAULT,
@@ -93,18 +99,26 @@ impl BrokerConfig {
         }
     }
 
-    /// The address clients are told to connect to: `advertise`, else the listen address. A
-    /// wildcard listen address (0.0.0.0, ::) cannot be connected to, so loopback is advertised
-    /// for it, which serves local clients; remote ones need `advertise`.
+    /// The address clients are told to connect to, as far as the config alone says:
+    /// [`BrokerConfig::advertised_for`] the configured listen address. Before the listener is
+    /// bound this is the best there is (a log line at start-up); a running broker advertises
+    /// the bound address (`Broker::advertised`), whose port differs when `listen` has port 0.
     pub fn advertised(&self) -> (String, u16) {
+        self.advertised_for(self.listen)
+    }
+
+    /// The address clients are told to connect to when the listener is bound to `bound`:
+    /// `advertise`, else `bound`. A wildcard address (0.0.0.0, ::) cannot be connected to, so
+    /// loopback is advertised for it, which serves local clients; remote ones need `advertise`.
+    pub fn advertised_for(&self, bound: SocketAddr) -> (String, u16) {
         self.advertise.clone().unwrap_or_else(|| {
-            let ip = self.listen.ip();
+            let ip = bound.ip();
             let host = if ip.is_unspecified() {
                 if ip.is_ipv4() { "127.0.0.1" } else { "::1" }.to_string()
             } else {
                 ip.to_string()
             };
-            (host, self.listen.port())
+            (host, bound.port())
         })
     }
 }
@@ -122,5 +136,22 @@ mod tests {
         assert_eq!(config.advertised(), ("::1".to_string(), 9093));
         config.advertise = Some(("broker.example".into(), 19092));
         assert_eq!(config.advertised(), ("broker.example".to_string(), 19092));
+    }
+
+    #[test]
+    fn the_bound_port_is_advertised_unless_advertise_is_set() {
+        let mut config = BrokerConfig::new("data");
+        config.listen = "0.0.0.0:0".parse().expect("address");
+        let bound = "0.0.0.0:40123".parse().expect("address");
+        assert_eq!(config.advertised(), ("127.0.0.1".to_string(), 0));
+        assert_eq!(
+            config.advertised_for(bound),
+            ("127.0.0.1".to_string(), 40123)
+        );
+        config.advertise = Some(("broker.example".into(), 19092));
+        assert_eq!(
+            config.advertised_for(bound),
+            ("broker.example".to_string(), 19092)
+        );
     }
 }

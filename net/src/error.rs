@@ -20,6 +20,16 @@ pub enum Error {
     #[error("invalid config {key}: {reason}")]
     InvalidConfig { key: String, reason: String },
 
+    /// The broker did not listen within the time [`crate::server::start_within`] was given; it
+    /// was asked to stop.
+    #[error("the broker did not start listening within {waited:?}; it was asked to stop")]
+    StartTimeout { waited: std::time::Duration },
+
+    /// The broker's shards all ended without listening and without an error: not expected,
+    /// since a shard returns only after listening or with the error that stopped it.
+    #[error("the broker stopped before it listened")]
+    StoppedBeforeListening,
+
     /// An I/O operation outside the engine failed (sockets, the lock file).
     #[error("{op} {target}: {source}")]
     Io {

@@ -1,5 +1,6 @@
 //! Ringlog's Kafka wire protocol server: connections, framing, one handler per API, producer
-//! state. `server::run` starts a broker on every shard and returns once it has shut down.
+//! state. `server::run` starts a broker on every shard and returns once it has shut down;
+//! `server::start` returns once it listens, with the bound address and a handle to stop it.
 
 pub mod apis;
 pub mod broker;

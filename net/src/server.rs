@@ -2,14 +2,21 @@
 //! opens the shard's partitions, joins the cross-core bus and accepts Kafka connections on the
 //! shared port. Shutdown (SIGTERM/SIGINT through [`Shutdown`]) stops accepting, lets in-flight
 //! requests finish, closes every log cleanly and returns.
+//!
+//! [`run`] blocks until the broker has stopped (`ringlog serve`); [`start`] returns once every
+//! shard listens, with the address bound, so a listen address with port 0 works (tests and the
+//! embedded broker).
 
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use event_listener::Event;
@@ -40,9 +47,35 @@ pub const LOCK_FILE: &str = ".lock";
 /// Runs a broker until `shutdown` is triggered, then stops accepting, finishes in-flight
 /// requests, syncs every log and writes the clean-shutdown markers. Blocks the calling thread.
 pub fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<()> {
+    start(config, shutdown)?.wait()
+}
+
+/// Starts a broker on threads of its own and returns once every shard accepts connections.
+/// Startup errors (the data directory locked or unusable, the address taken, a log that cannot
+/// be opened) are returned here; [`Running::wait`] reports those of the run itself.
+///
+/// Waits as long as startup takes, which includes recovering every partition log; see
+/// [`start_within`] for a bounded wait.
+pub fn start(config: BrokerConfig, shutdown: Shutdown) -> Result<Running> {
+    start_inner(config, shutdown, None)
+}
+
+/// [`start`], giving up after `limit`: the broker is then asked to stop (it does once it gets
+/// far enough to look), it is not waited for, and [`Error::StartTimeout`] is returned.
+pub fn start_within(config: BrokerConfig, shutdown: Shutdown, limit: Duration) -> Result<Running> {
+    start_inner(config, shutdown, Some(limit))
+}
+
+fn start_inner(
+    config: BrokerConfig,
+    shutdown: Shutdown,
+    limit: Option<Duration>,
+) -> Result<Running> {
+    // Locked on the caller's thread, so a second broker on the same directory fails here.
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let runtime = RuntimeConfig {
         shard_count: config.cores,
+        pin_to_cores: config.pin_to_cores,
         name: "ringlog-shard".into(),
         ..RuntimeConfig::default()
     };
@@ -53,24 +86,221 @@ pub fn run(config: BrokerConfig, shutdown: Shutdown) -> Result<()> {
         listen = %config.listen, data_dir = %config.data_dir.display(), shards = shard_count,
         node_id = config.node_id, "starting broker"
     );
-    let outcomes = rt::run_shards(&runtime, move |context| {
-        let config = Arc::clone(&config);
-        let bus = bus.clone();
-        let shutdown = shutdown.clone();
-        async move { shard_main(context, config, bus, shutdown).await }
-    })?;
-    drop(lock);
-    let mut first_error = None;
-    for outcome in outcomes {
-        if let Err(error) = outcome {
-            first_error.get_or_insert(error);
+    let (listening_sender, listening) = mpsc::channel();
+    let listener_start = Arc::new(ListenerStart::new(shard_count, listening_sender));
+    let stopper = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("ringlog-broker".into())
+        .spawn(move || {
+            let outcomes = rt::run_shards(&runtime, move |context| {
+                let config = Arc::clone(&config);
+                let bus = bus.clone();
+                let shutdown = shutdown.clone();
+                let listener_start = Arc::clone(&listener_start);
+                async move {
+                    let outcome = shard_main(
+                        context,
+                        config,
+                        bus,
+                        shutdown.clone(),
+                        Arc::clone(&listener_start),
+                    )
+                    .await;
+                    if outcome.is_err() {
+                        // A broker missing a shard cannot serve: the shards already listening
+                        // stop, and those waiting for shard 0's address stop waiting.
+                        listener_start.abandon();
+                        shutdown.trigger();
+                    }
+                    outcome
+                }
+            });
+            drop(lock);
+            let mut first_error = None;
+            for outcome in outcomes? {
+                if let Err(error) = outcome {
+                    first_error.get_or_insert(error);
+                }
+            }
+            match first_error {
+                Some(error) => Err(error),
+                None => {
+                    tracing::info!("broker stopped cleanly");
+                    Ok(())
+                }
+            }
+        })
+        .map_err(|source| Error::Io {
+            op: "spawn",
+            target: "the broker thread".into(),
+            source,
+        })?;
+    let received = match limit {
+        None => listening
+            .recv()
+            .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        Some(limit) => listening.recv_timeout(limit),
+    };
+    match received {
+        Ok(local_addr) => Ok(Running {
+            local_addr,
+            shutdown: stopper,
+            thread: Some(thread),
+        }),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            stopper.trigger();
+            Err(Error::StartTimeout {
+                waited: limit.unwrap_or_default(),
+            })
+        }
+        // Every shard has let go of the channel without all of them listening: one failed,
+        // and the broker's thread says which and why.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(())) => Err(Error::StoppedBeforeListening),
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+    }
+}
+
+/// A broker started by [`start`], serving on its own threads. Dropping it stops the broker
+/// cleanly and waits for it, like [`Running::stop`] without the outcome.
+pub struct Running {
+    local_addr: SocketAddr,
+    shutdown: Shutdown,
+    /// `None` once waited for.
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    /// The address every shard listens on: `listen`, with the port the kernel chose when
+    /// `listen` asked for port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The broker's shutdown request; triggering it makes the broker stop.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// True once the broker has stopped (after a shutdown, or a failure).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits until the broker has stopped (its [`Shutdown`] was triggered, here or by whoever
+    /// else holds it) and returns how the run ended.
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+
+    /// Asks the broker to stop and waits until it has: connections drained, every log synced
+    /// and closed, the data directory unlocked.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown.trigger();
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => Err(error),
+            // Shards abort the process on panic, so this is a panic of the broker thread's
+            // own few lines: a bug, passed on.
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
         }
     }
-    match first_error {
-        Some(error) => Err(error),
-        None => {
-            tracing::info!("broker stopped cleanly");
-            Ok(())
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
+        self.shutdown.trigger();
+        if let Err(error) = self.join() {
+            tracing::error!(%error, "the broker failed");
+        }
+    }
+}
+
+/// How the shards' listeners come up, shared by every shard and by [`start`]'s caller.
+///
+/// Shard 0 binds `listen` first and records the address it got, which has the real port when
+/// `listen` asks for port 0 (the kernel picks a free one); the other shards then bind that same
+/// address (SO_REUSEPORT), so all of them share one port. The last shard to listen tells the
+/// caller the address.
+struct ListenerStart {
+    /// Where shard 0 bound the listener. Every shard's [`Broker`] holds it, to advertise the
+    /// real port; it is set before any shard accepts a connection.
+    address: Arc<OnceLock<SocketAddr>>,
+    /// Set when a shard failed to start, so the others stop waiting for shard 0's address.
+    abandoned: AtomicBool,
+    /// Notified (across threads) once `address` or `abandoned` is set.
+    decided: Event,
+    /// Shards not yet listening, and the caller's channel, which the last of them takes.
+    pending: Mutex<(usize, Option<mpsc::Sender<SocketAddr>>)>,
+}
+
+impl ListenerStart {
+    fn new(shard_count: usize, caller: mpsc::Sender<SocketAddr>) -> Self {
+        ListenerStart {
+            address: Arc::new(OnceLock::new()),
+            abandoned: AtomicBool::new(false),
+            decided: Event::new(),
+            pending: Mutex::new((shard_count, Some(caller))),
+        }
+    }
+
+    /// Binds this shard's listener: shard 0 on `listen`, every other shard on the address
+    /// shard 0 got.
+    async fn bind(&self, shard_id: usize, listen: SocketAddr) -> Result<TcpListener> {
+        let io_error = |address: SocketAddr| {
+            move |source| Error::Io {
+                op: "listen on",
+                target: address.to_string(),
+                source,
+            }
+        };
+        if shard_id == 0 {
+            let listener = TcpListener::bind(listen).map_err(io_error(listen))?;
+            let address = listener.local_addr().map_err(io_error(listen))?;
+            // Only shard 0 sets it, once.
+            let _ = self.address.set(address);
+            self.decided.notify(usize::MAX);
+            return Ok(listener);
+        }
+        let address = loop {
+            let decided = self.decided.listen();
+            if let Some(address) = self.address.get() {
+                break *address;
+            }
+            if self.abandoned.load(Ordering::SeqCst) {
+                return Err(io_error(listen)(std::io::Error::other(
+                    "another shard failed to start",
+                )));
+            }
+            decided.await;
+        };
+        TcpListener::bind(address).map_err(io_error(address))
+    }
+
+    /// Gives up the start after a shard failed: shards waiting for shard 0's address fail.
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.decided.notify(usize::MAX);
+    }
+
+    /// Records that one more shard listens; the last one tells the caller.
+    fn listening(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.0 -= 1;
+        if pending.0 == 0 {
+            if let (Some(caller), Some(address)) = (pending.1.take(), self.address.get()) {
+                // The caller may have given up waiting (start_within); nothing else to tell.
+                let _ = caller.send(*address);
+            }
         }
     }
 }
@@ -80,6 +310,7 @@ async fn shard_main(
     config: Arc<BrokerConfig>,
     bus: BusBuilder<BrokerRequest, BrokerResponse>,
     shutdown: Shutdown,
+    listener_start: Arc<ListenerStart>,
 ) -> Result<()> {
     let storage = Storage::Real;
     storage.prime_data_dir(&config.data_dir).await?;
@@ -109,6 +340,7 @@ async fn shard_main(
     };
     let broker = Broker::new(
         Arc::clone(&config),
+        Arc::clone(&listener_start.address),
         shard,
         storage,
         context.shard_count,
@@ -133,13 +365,16 @@ async fn shard_main(
         broker.wait_ready().await;
     }
 
-    let listener = TcpListener::bind(config.listen).map_err(|source| Error::Io {
-        op: "listen on",
-        target: config.listen.to_string(),
-        source,
-    })?;
+    let listener = listener_start
+        .bind(usize::from(context.shard_id.0), config.listen)
+        .await?;
     if context.shard_id.0 == 0 {
-        tracing::info!(listen = %config.listen, "accepting Kafka connections");
+        let (host, port) = broker.advertised();
+        tracing::info!(
+            listen = %listener.local_addr().unwrap_or(config.listen),
+            advertised_host = %host, advertised_port = port,
+            "accepting Kafka connections"
+        );
     }
     let stopping = Rc::new(Stopping::default());
     let watcher = Rc::clone(&stopping);
@@ -161,6 +396,7 @@ async fn shard_main(
             accept_loop(listener, broker, stopping, connections).await;
         }
     });
+    listener_start.listening();
     stopping.wait().await;
     accepting.await;
     let drained = rt::timeout(SHUTDOWN_DRAIN_GRACE, connections.wait_closed()).await;

@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -33,12 +33,11 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// An in-process broker on a free loopback port and a temporary data directory, stopped
-/// cleanly when dropped.
+/// An in-process broker on a loopback port the kernel picked and a temporary data directory,
+/// stopped cleanly when dropped.
 struct Broker {
     _data: tempfile::TempDir,
-    shutdown: Shutdown,
-    thread: Option<JoinHandle<ringlog_net::Result<()>>>,
+    running: Option<ringlog_net::server::Running>,
     stream: TcpStream,
     correlation_id: i32,
 }
@@ -46,37 +45,20 @@ struct Broker {
 impl Broker {
     fn start() -> Broker {
         let data = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
         let mut config = BrokerConfig::new(data.path());
-        config.listen = address;
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.cores = Some(2);
         config.node_id = NODE_ID;
         config.topic_defaults = vec![("segment.bytes".into(), "1048576".into())];
-        let shutdown = Shutdown::new();
-        let stopper = shutdown.clone();
-        let thread = thread::spawn(move || ringlog_net::server::run(config, stopper));
-        let started = Instant::now();
-        let stream = loop {
-            match TcpStream::connect(address) {
-                Ok(stream) => break stream,
-                Err(error) if started.elapsed() < START_TIMEOUT => {
-                    let _ = error;
-                    thread::sleep(Duration::from_millis(50));
-                }
-                Err(error) => panic!("broker did not start: {error}"),
-            }
-        };
+        let running = ringlog_net::server::start_within(config, Shutdown::new(), START_TIMEOUT)
+            .expect("the broker starts");
+        let stream = TcpStream::connect(running.local_addr()).expect("connect to the broker");
         stream
             .set_read_timeout(Some(RESPONSE_TIMEOUT))
             .expect("read timeout");
         Broker {
             _data: data,
-            shutdown,
-            thread: Some(thread),
+            running: Some(running),
             stream,
             correlation_id: 0,
         }
@@ -119,13 +101,10 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        self.shutdown.trigger();
-        if let Some(thread) = self.thread.take() {
-            let outcome = thread.join();
+        if let Some(running) = self.running.take() {
+            let outcome = running.stop();
             if !thread::panicking() {
-                outcome
-                    .expect("broker thread")
-                    .expect("broker stopped cleanly");
+                outcome.expect("broker stopped cleanly");
             }
         }
     }

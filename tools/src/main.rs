@@ -6,6 +6,7 @@
 mod cli;
 mod inspect;
 mod json;
+mod logging;
 mod serve;
 
 use std::process::ExitCode;
@@ -20,14 +21,26 @@ use clap::{Parser, Subcommand};
     after_help = cli::EXIT_STATUS_HELP
 )]
 struct Cli {
+    /// Log lines as text for people (human) or one JSON object per line (json)
+    /// [env: RINGLOG_LOG_FORMAT] [default: human]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<logging::LogFormat>,
+
+    /// Which log lines to write: a level (off, error, warn, info, debug, trace) or a filter
+    /// such as warn,ringlog_net=debug [env: RINGLOG_LOG_LEVEL, then RUST_LOG]
+    /// [default: serve: info for Ringlog's crates, warn for the rest; other commands: warn]
+    #[arg(long, global = true, value_name = "LEVEL_OR_FILTER", value_parser = logging::parse_level)]
+    log_level: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
 
-/// Log filter when RUST_LOG is unset: the one-shot tools print only problems.
+/// Log filter when neither --log-level, RINGLOG_LOG_LEVEL nor RUST_LOG is set: the one-shot
+/// tools print only problems.
 const LOG_FILTER_DEFAULT: &str = "warn";
 
-/// Log filter for `serve` when RUST_LOG is unset: a long-running broker's operators want its
+/// Log filter for `serve` when none is set: a long-running broker's operators want its
 /// lifecycle (settings, listeners, shutdown) in the log, but not its dependencies' chatter.
 const SERVE_LOG_FILTER_DEFAULT: &str =
     "warn,ringlog=info,ringlog_net=info,ringlog_cluster=info,ringlog_engine=info";
@@ -69,30 +82,25 @@ enum ConfigCommand {
     Default,
 }
 
-/// Colours in log lines only on a terminal, and not when `NO_COLOR` is set to anything but the
-/// empty string (no-color.org): a log file, a pipe or the journal gets plain text.
-fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_filter_default = match cli.command {
         Command::Serve(_) => SERVE_LOG_FILTER_DEFAULT,
         _ => LOG_FILTER_DEFAULT,
     };
-    let colours = log_colours(
-        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(colours)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter_default)),
-        )
-        .init();
+    let env = |name: &str| std::env::var_os(name);
+    match logging::resolve(
+        cli.log_format,
+        cli.log_level.as_deref(),
+        log_filter_default,
+        &env,
+    ) {
+        Ok(settings) => logging::init(&settings),
+        Err(error) => {
+            eprintln!("ringlog: {error}");
+            return ExitCode::from(logging::EXIT_STATUS_USAGE);
+        }
+    }
     let client_outcome = match cli.command {
         Command::Serve(args) => return report(serve::run(*args)),
         Command::Log(command) => return report(inspect::run(command)),
@@ -120,20 +128,5 @@ fn report(outcome: anyhow::Result<ExitCode>) -> ExitCode {
             eprintln!("ringlog: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
-        assert!(log_colours(true, None));
-        assert!(log_colours(true, Some(OsStr::new(""))));
-        assert!(!log_colours(true, Some(OsStr::new("1"))));
-        assert!(!log_colours(false, None));
-        assert!(!log_colours(false, Some(OsStr::new(""))));
     }
 }

@@ -429,6 +429,9 @@ impl Layer {
             advertise: self.advertise.or(defaults.advertise),
             admin_listen: self.admin_listen.or(defaults.admin_listen),
             cores: self.cores.or(defaults.cores),
+            // A served broker owns its cores; only an embedded one, inside a test process,
+            // leaves them unpinned.
+            pin_to_cores: defaults.pin_to_cores,
             auto_create_topics: self
                 .auto_create_topics
                 .unwrap_or(defaults.auto_create_topics),

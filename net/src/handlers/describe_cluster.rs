@@ -20,7 +20,7 @@ pub fn handle(
     request: DescribeClusterRequest,
     _version: i16,
 ) -> DescribeClusterResponse {
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised();
     let node_id = BrokerId(broker.config.node_id);
     let _ = request.include_cluster_authorized_operations;
     DescribeClusterResponse::default()

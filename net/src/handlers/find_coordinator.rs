@@ -16,7 +16,7 @@ pub fn handle(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised();
     let node_id = broker.config.node_id;
     let check = |key: &str| -> Result<(), KafkaError> {
         if request.key_type != KEY_TYPE_GROUP {

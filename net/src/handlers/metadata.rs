@@ -106,7 +106,7 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = broker.config.advertised();
+    let (host, port) = broker.advertised();
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(node_id)

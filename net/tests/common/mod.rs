@@ -13,21 +13,17 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use ringlog_net::{BrokerConfig, Shutdown};
 
-/// How long the broker may take to start accepting.
+/// How long the broker may take to start accepting: a fresh data directory takes well under a
+/// second; the rest is room for a loaded two-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one request may take to be answered.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A broker running `ringlog_net::server::run` on a thread of this process.
+/// A broker running `ringlog_net::server::start` on threads of this process, on a loopback
+/// port the kernel picked (port 0), so parallel tests never race for a port.
 pub struct InProcessBroker {
     pub address: SocketAddr,
-    shutdown: Shutdown,
-    thread: Option<thread::JoinHandle<ringlog_net::Result<()>>>,
+    running: Option<ringlog_net::server::Running>,
 }
 
 impl InProcessBroker {
@@ -37,20 +33,15 @@ impl InProcessBroker {
 
     /// Starts a broker whose config `adjust` changes first.
     pub fn start_with(data_dir: &Path, adjust: impl FnOnce(&mut BrokerConfig)) -> InProcessBroker {
-        let port = free_port();
         let mut config = BrokerConfig::new(data_dir);
         adjust(&mut config);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.cores = Some(2);
-        let shutdown = Shutdown::new();
-        let stopper = shutdown.clone();
-        let thread = thread::spawn(move || ringlog_net::server::run(config, stopper));
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        drop(connect(address));
+        let running = ringlog_net::server::start_within(config, Shutdown::new(), START_TIMEOUT)
+            .expect("the broker starts");
         InProcessBroker {
-            address,
-            shutdown,
-            thread: Some(thread),
+            address: running.local_addr(),
+            running: Some(running),
         }
     }
 
@@ -60,21 +51,8 @@ impl InProcessBroker {
 
     /// Stops the broker cleanly and waits for it.
     pub fn stop(mut self) {
-        self.shutdown.trigger();
-        if let Some(thread) = self.thread.take() {
-            thread
-                .join()
-                .expect("broker thread")
-                .expect("broker stopped cleanly");
-        }
-    }
-}
-
-impl Drop for InProcessBroker {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(running) = self.running.take() {
+            running.stop().expect("broker stopped cleanly");
         }
     }
 }
