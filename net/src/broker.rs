@@ -30,6 +30,7 @@ use crate::controller::Controller;
 use crate::groups::storage::OFFSETS_TOPIC;
 use crate::groups::GroupCoordinator;
 use crate::messages::{BrokerRequest, BrokerResponse, PartitionResults, PartitionState, ReadSpec};
+use crate::metrics::BrokerMetrics;
 use crate::producers::{ProducerStates, SequenceCheck, PRODUCER_SNAPSHOT_FILE};
 use crate::BrokerConfig;
 
@@ -57,6 +58,8 @@ pub struct Broker {
     /// Set once the first metadata image has arrived (connections wait for it).
     ready: Cell<bool>,
     ready_event: Event,
+    /// What the Kafka layer counts on this shard.
+    pub metrics: BrokerMetrics,
 }
 
 impl Broker {
@@ -82,6 +85,7 @@ impl Broker {
             connections: RefCell::new(None),
             ready: Cell::new(false),
             ready_event: Event::new(),
+            metrics: BrokerMetrics::default(),
         })
     }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod messages;
+pub mod metrics;
 pub mod producers;
 pub mod server;
 pub mod shutdown;
