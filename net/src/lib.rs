@@ -1,6 +1,7 @@
 //! Ringlog's Kafka wire protocol server: connections, framing, one handler per API, producer
 //! state. `server::run` starts a broker on every shard and returns once it has shut down.
 
+pub mod admin;
 pub mod apis;
 pub mod broker;
 pub mod codec;
