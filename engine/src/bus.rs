@@ -108,6 +108,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> BusBuilder<Req, Resp> {
             phase: Cell::new(Phase::Open),
             state_changed: Event::new(),
             receive_loops: RefCell::new(Vec::new()),
+            messages_sent: Cell::new(0),
+            messages_received: Cell::new(0),
         });
         // This shard is not its own peer: it never sends itself `Closing`.
         bus.peers.borrow_mut()[usize::from(context.shard_id.0)] = PeerState {
@@ -220,6 +222,17 @@ pub struct Bus<Req: Send + 'static, Resp: Send + 'static> {
     /// `phase` change.
     state_changed: Event,
     receive_loops: RefCell<Vec<Task<()>>>,
+    /// Envelopes this shard put on the mesh and took off it (requests, responses, closings);
+    /// calls to this shard itself never cross the mesh and are not counted.
+    messages_sent: Cell<u64>,
+    messages_received: Cell<u64>,
+}
+
+/// What a shard's end of the bus has carried, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusStats {
+    pub messages_sent: u64,
+    pub messages_received: u64,
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> fmt::Debug for Bus<Req, Resp> {
@@ -244,6 +257,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
     /// How many shards the bus connects.
     pub fn shard_count(&self) -> usize {
         self.shard_count
+    }
+
+    /// Messages this shard has sent to and received from the other shards.
+    pub fn stats(&self) -> BusStats {
+        BusStats {
+            messages_sent: self.messages_sent.get(),
+            messages_received: self.messages_received.get(),
+        }
+    }
+
+    /// Puts `envelope` on the mesh to `to`, counting it.
+    async fn send(&self, to: ShardId, envelope: Envelope<Req, Resp>) -> Result<()> {
+        self.messages_sent.set(self.messages_sent.get() + 1);
+        self.senders.send_to(to, envelope).await
     }
 
     /// Installs the handler for requests to this shard, replacing any previous one. It gets the
@@ -303,15 +330,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
             bus: self,
             correlation_id,
         };
-        self.senders
-            .send_to(
-                to,
-                Envelope::Request {
-                    correlation_id,
-                    body: request,
-                },
-            )
-            .await?;
+        self.send(
+            to,
+            Envelope::Request {
+                correlation_id,
+                body: request,
+            },
+        )
+        .await?;
         poll_fn(|context| slot.poll_response(context)).await
     }
 
@@ -356,7 +382,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
             // A peer that has already gone cannot be told, and one whose channel stays full is
             // stuck: either way it is not waited for beyond the grace.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let _ = timeout(remaining, self.senders.send_to(peer, Envelope::Closing)).await;
+            let _ = timeout(remaining, self.send(peer, Envelope::Closing)).await;
         }
         let peers_done = |bus: &Self| {
             bus.peers.borrow().iter().all(|peer| peer.closing) && bus.served_in_flight.get() == 0
@@ -436,6 +462,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
     async fn receive_loop(self: Rc<Self>, receiver: MeshReceiver<Envelope<Req, Resp>>) {
         let from = receiver.from();
         while let Some(envelope) = receiver.recv().await {
+            self.messages_received.set(self.messages_received.get() + 1);
             match envelope {
                 Envelope::Request {
                     correlation_id,
@@ -497,7 +524,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Bus<Req, Resp> {
                     correlation_id,
                     body: response,
                 };
-                let _ = bus.senders.send_to(from, reply).await;
+                let _ = bus.send(from, reply).await;
             }
             bus.served_in_flight.set(bus.served_in_flight.get() - 1);
             bus.state_changed.notify(usize::MAX);

@@ -211,6 +211,12 @@ pub struct BatchInfo {
     pub records_count: i32,
 }
 
+/// The `recordsCount` of the batch at the start of `batch`; `None` if its header is cut short.
+pub fn batch_records_count(batch: &[u8]) -> Option<i32> {
+    let field = batch.get(batch_field::RECORDS_COUNT..batch_field::RECORDS_COUNT + 4)?;
+    Some(i32::from_be_bytes(field.try_into().ok()?))
+}
+
 impl BatchInfo {
     /// Reads the header fields of the batch at the start of `batch`, checking only that they are
     /// present. Use [`validate_batch`] for the full check.
@@ -498,6 +504,13 @@ mod tests {
             reserved: 0,
             header_crc: 0,
         }
+    }
+
+    #[test]
+    fn records_count_is_read_from_the_batch_header() {
+        let batch = build_batch(0, &[(None, Some(b"a")), (None, Some(b"b")), (None, None)]);
+        assert_eq!(batch_records_count(&batch), Some(3));
+        assert_eq!(batch_records_count(&batch[..BATCH_HEADER_BYTES - 1]), None);
     }
 
     #[test]

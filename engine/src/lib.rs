@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod index;
 pub mod log;
+pub mod metrics;
 pub mod rt;
 pub mod segment;
 pub mod shard;

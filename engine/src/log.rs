@@ -15,6 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -26,6 +27,7 @@ use crate::format::{
     patch_batch, read_varint, set_log_append_time, split_batches, BatchInfo, FrameHeader,
     BATCH_HEADER_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
 };
+use crate::metrics::StorageMetrics;
 use crate::rt::fs::Storage;
 use crate::segment::{
     index_file_name, parse_log_file_name, ChunkReader, OpenKind, RecoveryReport, Segment,
@@ -127,6 +129,8 @@ pub struct LogOptions {
     /// Single-node (RF=1) logs move the high watermark to the durable end themselves; a
     /// replicated log leaves it to replication via [`PartitionLog::set_high_watermark`].
     pub auto_high_watermark: bool,
+    /// The shard's storage measurements (fdatasync latency); `None` measures nothing.
+    pub metrics: Option<Rc<StorageMetrics>>,
 }
 
 /// A partition log. Owned by the partition's shard.
@@ -137,6 +141,7 @@ pub struct PartitionLog {
     cache: Option<Rc<BatchCache>>,
     cache_key: LogKey,
     auto_high_watermark: bool,
+    metrics: Option<Rc<StorageMetrics>>,
     config: RefCell<LogConfig>,
     state: RefCell<State>,
     /// Notified when a flush ends (successfully or not).
@@ -289,6 +294,7 @@ impl PartitionLog {
             config,
             cache,
             auto_high_watermark,
+            metrics,
         } = options;
         if !storage.is_dir(&dir).await {
             storage.create_dir_all(&dir).await?;
@@ -390,6 +396,7 @@ impl PartitionLog {
             cache,
             cache_key,
             auto_high_watermark,
+            metrics,
             config: RefCell::new(config),
             state: RefCell::new(State {
                 segments,
@@ -809,7 +816,11 @@ impl PartitionLog {
         }
         self.flushed.notify(usize::MAX);
         written?;
+        let sync_started = Instant::now();
         let synced = job.file.fdatasync().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.fsync_latency.record(sync_started.elapsed());
+        }
         let mut state = self.state.borrow_mut();
         state.syncs_in_flight -= 1;
         synced?;

@@ -192,6 +192,31 @@ fn each_shard_calls_the_other_and_itself() {
 }
 
 #[test]
+fn only_messages_that_cross_the_mesh_are_counted() {
+    let builder = BusBuilder::<ShardRequest, ShardResponse>::new(SHARD_COUNT);
+    let outputs = rt::run_shards(&two_pinned_shards("bus-stats"), move |context| {
+        let builder = builder.clone();
+        async move {
+            let bus = join_and_serve(&builder, &context).await;
+            if context.shard_id != ShardId(0) {
+                // Shard 1 only serves; its `Closing` may reach shard 0 before it counts.
+                return None;
+            }
+            bus.call(ShardId(0), echo(0)).await.expect("echo to itself");
+            for sequence in 1..=3 {
+                bus.call(ShardId(1), echo(sequence)).await.expect("echo");
+            }
+            Some(bus.stats())
+        }
+    })
+    .expect("running the shards");
+    let stats = outputs[0].expect("shard 0 counted");
+    // Three requests out, three responses back; the call to itself crossed nothing.
+    assert_eq!(stats.messages_sent, 3, "{stats:?}");
+    assert!((3..=4).contains(&stats.messages_received), "{stats:?}");
+}
+
+#[test]
 fn calls_fail_with_shard_unavailable_after_close() {
     let builder = BusBuilder::<ShardRequest, ShardResponse>::new(SHARD_COUNT);
     rt::run_shards(&two_pinned_shards("bus-close"), move |context| {

@@ -85,6 +85,7 @@ fn options(root: &Path) -> LogOptions {
         },
         cache: None,
         auto_high_watermark: true,
+        metrics: None,
     }
 }
 

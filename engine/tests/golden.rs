@@ -36,6 +36,7 @@ fn build() -> (Vec<u8>, Vec<u8>) {
             config,
             cache: None,
             auto_high_watermark: true,
+            metrics: None,
         })
         .await
         .expect("open");

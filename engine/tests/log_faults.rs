@@ -57,6 +57,7 @@ async fn open(disk: &Rc<SimDisk>) -> ringlog_engine::Result<PartitionLog> {
         config: config(),
         cache: None,
         auto_high_watermark: true,
+        metrics: None,
     })
     .await
     .map(|(log, _)| log)

@@ -76,6 +76,7 @@ async fn open(disk: &Rc<SimDisk>, cache: &Rc<BatchCache>, config: LogConfig) -> 
         config,
         cache: Some(Rc::clone(cache)),
         auto_high_watermark: true,
+        metrics: None,
     };
     PartitionLog::open(options).await.expect("open").0
 }

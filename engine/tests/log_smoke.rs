@@ -3,7 +3,10 @@
 
 use ringlog_engine::config::LogConfig;
 use ringlog_engine::format::build_batch;
+use std::rc::Rc;
+
 use ringlog_engine::log::{LogOptions, PartitionLog, ReadLimit};
+use ringlog_engine::metrics::StorageMetrics;
 use ringlog_engine::rt::{self, fs::Storage};
 use ringlog_engine::TopicPartition;
 
@@ -15,7 +18,34 @@ fn options(dir: &std::path::Path, config: LogConfig) -> LogOptions {
         config,
         cache: None,
         auto_high_watermark: true,
+        metrics: None,
     }
+}
+
+#[test]
+fn every_group_commit_fdatasync_is_timed() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().to_path_buf();
+    rt::block_on(async move {
+        Storage::Real.prime_data_dir(&dir).await.expect("prime");
+        let metrics = Rc::new(StorageMetrics::default());
+        let (log, _) = PartitionLog::open(LogOptions {
+            metrics: Some(Rc::clone(&metrics)),
+            ..options(&dir, LogConfig::default())
+        })
+        .await
+        .expect("open");
+        assert_eq!(metrics.fsync_latency.snapshot().count(), 0);
+        for index in 0..3_i64 {
+            let batch = build_batch(index, &[(Some(b"key"), Some(b"value"))]);
+            log.append(&batch, 0).await.expect("append");
+        }
+        // flush.messages=1: each sequential append waits for its own fdatasync.
+        let fsyncs = metrics.fsync_latency.snapshot();
+        assert_eq!(fsyncs.count(), 3, "{fsyncs:?}");
+        assert!(fsyncs.sum_us > 0, "{fsyncs:?}");
+        log.close().await.expect("close");
+    });
 }
 
 #[test]

@@ -76,6 +76,7 @@ fn options(storage: Storage, root: &Path, config: &LogConfig) -> LogOptions {
         config: config.clone(),
         cache: None,
         auto_high_watermark: true,
+        metrics: None,
     }
 }
 

@@ -31,6 +31,7 @@ use crate::controller::Controller;
 use crate::groups::storage::OFFSETS_TOPIC;
 use crate::groups::GroupCoordinator;
 use crate::messages::{BrokerRequest, BrokerResponse, PartitionResults, PartitionState, ReadSpec};
+use crate::metrics::BrokerMetrics;
 use crate::producers::{ProducerStates, SequenceCheck, PRODUCER_SNAPSHOT_FILE};
 use crate::BrokerConfig;
 
@@ -61,6 +62,10 @@ pub struct Broker {
     /// Set once the first metadata image has arrived (connections wait for it).
     ready: Cell<bool>,
     ready_event: Event,
+    /// Set once this shard accepts Kafka connections (for the admin port's readiness).
+    serving: Cell<bool>,
+    /// What the Kafka layer counts on this shard.
+    pub metrics: BrokerMetrics,
 }
 
 impl Broker {
@@ -88,6 +93,8 @@ impl Broker {
             connections: RefCell::new(None),
             ready: Cell::new(false),
             ready_event: Event::new(),
+            serving: Cell::new(false),
+            metrics: BrokerMetrics::default(),
         })
     }
 
@@ -105,6 +112,29 @@ impl Broker {
 
     pub fn set_connections(&self, connections: Rc<Connections>) {
         *self.connections.borrow_mut() = Some(connections);
+    }
+
+    /// Marks this shard as accepting Kafka connections.
+    pub fn set_serving(&self) {
+        self.serving.set(true);
+    }
+
+    /// Whether this shard has its metadata and accepts Kafka connections.
+    pub fn is_serving(&self) -> bool {
+        self.ready.get() && self.serving.get()
+    }
+
+    /// Open client connections on this shard.
+    pub fn open_connections(&self) -> usize {
+        self.connections
+            .borrow()
+            .as_ref()
+            .map_or(0, |connections| connections.open())
+    }
+
+    /// This shard's end of the bus, once it has joined.
+    pub fn bus_handle(&self) -> Option<Rc<BrokerBus>> {
+        self.bus.borrow().clone()
     }
 
     pub fn set_bus(&self, bus: Rc<BrokerBus>) {
@@ -392,6 +422,9 @@ impl Broker {
             },
             BrokerRequest::Group(request) => {
                 BrokerResponse::Group(self.groups.handle(&self, request).await)
+            }
+            BrokerRequest::Snapshot(wanted) => {
+                BrokerResponse::Snapshot(Box::new(crate::admin::snapshot::take(&self, wanted)))
             }
         }
     }

@@ -14,7 +14,8 @@ pub const NUM_PARTITIONS_DEFAULT: i32 = 1;
 /// The Kafka listener's default address: the embedded single-node default of `ringlog serve`.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 
-/// The admin HTTP listener's default address.
+/// The admin HTTP listener's default address in `ringlog serve`: loopback, on Redpanda's admin
+/// port, so the unauthenticated API is not reachable from other hosts unless asked for.
 pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
 
 /// The data directory of `ringlog serve` with no arguments.
@@ -32,7 +33,9 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The host and port put in Metadata responses; defaults to the bound listen address.
     pub advertise: Option<(String, u16)>,
-    /// The admin HTTP listener (served from the operator-surface issue on).
+    /// The admin HTTP listener (Prometheus `/metrics` and the JSON API under `/api/v1/`),
+    /// served by shard 0; `None` serves none. `ringlog serve` defaults it to
+    /// [`ADMIN_LISTEN_DEFAULT`], [`BrokerConfig::new`] to `None`.
     pub admin_listen: Option<SocketAddr>,
     /// Shards to run; `None` means one per online core.
     pub cores: Option<usize>,

@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
@@ -33,6 +33,7 @@ use crate::codec::{self, Decoded, FRAME_SIZE_PREFIX_BYTES, REQUEST_HEADER_PREFIX
 use crate::handlers;
 use crate::messages::{BrokerRequest, BrokerResponse, Handover};
 use crate::server::Stopping;
+use crate::{codes, metrics};
 
 /// Requests one connection may have in flight before it stops reading more. librdkafka and the
 /// Java client default to 5 in flight per connection; 64 leaves room for pipelining admin and
@@ -362,7 +363,15 @@ fn serve_frame(broker: &Rc<Broker>, frame: Bytes, queue: &ResponseQueue, peer: S
             let task = rt::spawn(TaskClass::Latency, async move {
                 let (api_key, api_version, correlation_id) =
                     (request.api_key, request.api_version, request.correlation_id);
-                let response = handlers::dispatch(&broker, *request).await?;
+                let started = Instant::now();
+                let response = handlers::dispatch(&broker, *request).await;
+                let error_code = response
+                    .as_ref()
+                    .map_or(codes::NONE, metrics::response_error_code);
+                broker
+                    .metrics
+                    .record_request(api_key, error_code, started.elapsed());
+                let response = response?;
                 match codec::encode_response(api_key, api_version, correlation_id, &response) {
                     Ok(bytes) => Some(bytes),
                     Err(reason) => {
@@ -375,6 +384,10 @@ fn serve_frame(broker: &Rc<Broker>, frame: Bytes, queue: &ResponseQueue, peer: S
         }
         Ok(Decoded::UnknownApiVersions { correlation_id }) => {
             let response = handlers::api_versions::unsupported_version_response();
+            broker.metrics.count_request(
+                ApiKey::ApiVersions as i16,
+                metrics::response_error_code(&response),
+            );
             match codec::encode_response(ApiKey::ApiVersions, 0, correlation_id, &response) {
                 Ok(bytes) => queue.push(Pending::Ready(bytes)),
                 Err(reason) => {

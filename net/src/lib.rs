@@ -2,6 +2,7 @@
 //! state. `server::run` starts a broker on every shard and returns once it has shut down;
 //! `server::start` returns once it listens, with the bound address and a handle to stop it.
 
+pub mod admin;
 pub mod apis;
 pub mod broker;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod messages;
+pub mod metrics;
 pub mod producers;
 pub mod server;
 pub mod shutdown;

@@ -13,6 +13,7 @@ use ringlog_engine::log::{AppendResult, ReadResult};
 use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::TopicPartition;
 
+use crate::admin::snapshot::{ShardSnapshot, SnapshotWanted};
 use crate::codes::KafkaError;
 use crate::groups::consumer::{
     ConsumerGroupDescription, ConsumerHeartbeat, ConsumerHeartbeatResponse, HeartbeatError,
@@ -130,6 +131,8 @@ pub enum BrokerRequest {
     Group(GroupRequest),
     /// Serve this client connection from now on (see `connection`'s handover).
     AdoptConnection(Handover),
+    /// The admin port's view of this shard: counters, partitions, groups.
+    Snapshot(SnapshotWanted),
 }
 
 /// A client connection handed from the shard that accepted it to the shard owning the
@@ -256,4 +259,5 @@ pub enum BrokerResponse {
     Group(GroupReply),
     /// Whether the connection was adopted; if not, the sender keeps serving it.
     Adopted(bool),
+    Snapshot(Box<ShardSnapshot>),
 }

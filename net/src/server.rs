@@ -27,6 +27,7 @@ use ringlog_engine::rt::{self, RuntimeConfig, ShardContext, TaskClass};
 use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::shard::{Shard, ShardConfig};
 
+use crate::admin;
 use crate::broker::Broker;
 use crate::connection::Connections;
 use crate::controller::Controller;
@@ -368,6 +369,19 @@ async fn shard_main(
     let listener = listener_start
         .bind(usize::from(context.shard_id.0), config.listen)
         .await?;
+    // Shard 0 serves the admin port. Bound once the metadata is loaded, when every shard is
+    // past waiting for it: a failure then stops the whole broker (the other shards see the
+    // shutdown flag and stop too) with an error naming the address.
+    let admin = match config.admin_listen {
+        Some(address) if context.shard_id.0 == 0 => match admin::bind(address) {
+            Ok(listener) => Some((address, listener)),
+            Err(error) => {
+                shutdown.trigger();
+                return Err(error);
+            }
+        },
+        _ => None,
+    };
     if context.shard_id.0 == 0 {
         let (host, port) = broker.advertised();
         tracing::info!(
@@ -376,6 +390,7 @@ async fn shard_main(
             "accepting Kafka connections"
         );
     }
+    broker.set_serving();
     let stopping = Rc::new(Stopping::default());
     let watcher = Rc::clone(&stopping);
     rt::spawn_detached(TaskClass::Background, async move {
@@ -386,6 +401,10 @@ async fn shard_main(
     });
     let connections = Connections::new(Rc::clone(&stopping));
     broker.set_connections(Rc::clone(&connections));
+    if let Some((address, listener)) = admin {
+        tracing::info!(admin_listen = %address, "serving the admin HTTP API and /metrics");
+        admin::start(Rc::clone(&broker), listener, Rc::clone(&stopping));
+    }
     // The accept loop is a task of its own: this (main) task only waits for the stop, so the
     // runtime's stall guard can poll it without each poll leaving a waker on a pending accept.
     let accepting = rt::spawn(TaskClass::Latency, {

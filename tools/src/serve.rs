@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use ringlog_net::config::DATA_DIR_DEFAULT;
+use ringlog_net::config::{ADMIN_LISTEN_DEFAULT, DATA_DIR_DEFAULT};
 use ringlog_net::{BrokerConfig, Shutdown};
 use serde::Deserialize;
 
@@ -55,7 +55,7 @@ const ADMIN_LISTEN: Setting = Setting {
     flag: "--admin-listen",
     key: "admin_listen",
     env: "RINGLOG_ADMIN_LISTEN",
-    what: "Admin HTTP listener address",
+    what: "Admin HTTP listener address: Prometheus /metrics and the JSON admin API under /api/v1/ (docs/operations.md); `off` serves neither",
 };
 const CORES: Setting = Setting {
     flag: "--cores",
@@ -157,7 +157,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", help = help(&ADVERTISE, "the listen address"))]
     advertise: Option<String>,
 
-    #[arg(long, value_name = "IP:PORT", help = help(&ADMIN_LISTEN, "off"))]
+    #[arg(long, value_name = "IP:PORT|off", help = help(&ADMIN_LISTEN, ADMIN_LISTEN_DEFAULT))]
     admin_listen: Option<String>,
 
     #[arg(long, value_name = "N", help = help(&CORES, "one per online core"))]
@@ -302,11 +302,6 @@ fn log_config(config: &BrokerConfig, file: Option<&Path>) {
         topic_defaults = ?config.topic_defaults,
         "starting broker"
     );
-    if let Some(address) = config.admin_listen {
-        // The setting is accepted now so configs written today keep working; the admin HTTP
-        // API and /metrics come with the operator-surface work.
-        tracing::warn!(%address, "--admin-listen is not served yet; nothing listens there");
-    }
     if config.advertise.is_none() && config.listen.ip().is_unspecified() {
         tracing::warn!(
             listen = %config.listen,
@@ -386,7 +381,8 @@ struct Layer {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     advertise: Option<(String, u16)>,
-    admin_listen: Option<SocketAddr>,
+    /// `Some(None)`: the source turned the admin port off.
+    admin_listen: Option<Option<SocketAddr>>,
     cores: Option<usize>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
@@ -427,7 +423,9 @@ impl Layer {
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
             listen: self.listen.unwrap_or(defaults.listen),
             advertise: self.advertise.or(defaults.advertise),
-            admin_listen: self.admin_listen.or(defaults.admin_listen),
+            // `ringlog serve` serves the admin port unless told not to; BrokerConfig::new (the
+            // library's default, for embedded and test brokers) leaves it off.
+            admin_listen: self.admin_listen.unwrap_or_else(admin_listen_default),
             cores: self.cores.or(defaults.cores),
             // A served broker owns its cores; only an embedded one, inside a test process,
             // leaves them unpinned.
@@ -496,7 +494,7 @@ fn text_layer(source: Source<'_>, settings: &ServeArgs) -> anyhow::Result<Layer>
             source,
             &ADMIN_LISTEN,
             &settings.admin_listen,
-            parse_socket_addr,
+            parse_admin_listen,
         )?,
         cores: text_integer(source, &CORES, &settings.cores, CORES_MIN, i64::MAX)?,
         node_id: text_integer(
@@ -787,7 +785,7 @@ fn file_layer(file: &ConfigFile) -> anyhow::Result<Layer> {
             source,
             &ADMIN_LISTEN,
             &settings.admin_listen,
-            parse_socket_addr,
+            parse_admin_listen,
         )?,
         cores: file_integer(source, &CORES, settings.cores, CORES_MIN, i64::MAX)?,
         node_id: file_integer(source, &NODE_ID, settings.node_id, NODE_ID_MIN, NODE_ID_MAX)?,
@@ -879,6 +877,28 @@ fn checked<T>(
 fn parse_socket_addr(text: &str) -> Parsed<SocketAddr> {
     text.parse()
         .map_err(|_| "expected an IP address and port, such as 127.0.0.1:9092 or [::1]:9092".into())
+}
+
+/// What `--admin-listen` turns the admin port off with.
+const ADMIN_LISTEN_OFF: &str = "off";
+
+/// The admin address `ringlog serve` uses when no source names one.
+fn admin_listen_default() -> Option<SocketAddr> {
+    Some(
+        ADMIN_LISTEN_DEFAULT
+            .parse()
+            .expect("the default admin address parses"),
+    )
+}
+
+/// An admin address, or `off` for none.
+fn parse_admin_listen(text: &str) -> Parsed<Option<SocketAddr>> {
+    if text == ADMIN_LISTEN_OFF {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| "expected an IP address and port, such as 127.0.0.1:9644, or off".into())
 }
 
 /// `host:port` as clients will be told it. The host may be a name, since it is only passed on,
@@ -1083,11 +1103,47 @@ mod tests {
     #[test]
     fn no_sources_give_the_embedded_default() {
         let config = resolved(&[], None, &[]);
-        assert_eq!(
-            format!("{config:?}"),
-            format!("{:?}", BrokerConfig::new("./ringlog-data"))
-        );
+        // The library's default, plus the admin port, which only `ringlog serve` opens unasked.
+        let expected = BrokerConfig {
+            admin_listen: Some("127.0.0.1:9644".parse().expect("address")),
+            ..BrokerConfig::new("./ringlog-data")
+        };
+        assert_eq!(format!("{config:?}"), format!("{expected:?}"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn the_admin_port_can_be_turned_off_from_any_source() {
+        assert_eq!(
+            resolved(&["--admin-listen", "off"], None, &[]).admin_listen,
+            None
+        );
+        assert_eq!(
+            resolved(&[], Some("admin_listen = \"off\""), &[]).admin_listen,
+            None
+        );
+        assert_eq!(
+            resolved(&[], None, &[("RINGLOG_ADMIN_LISTEN", "off")]).admin_listen,
+            None
+        );
+        // A flag's address beats the environment's off, and the other way round.
+        let config = resolved(
+            &["--admin-listen", "127.0.0.1:1"],
+            None,
+            &[("RINGLOG_ADMIN_LISTEN", "off")],
+        );
+        assert_eq!(
+            config.admin_listen,
+            Some("127.0.0.1:1".parse().expect("address"))
+        );
+        let config = resolved(
+            &["--admin-listen", "off"],
+            None,
+            &[("RINGLOG_ADMIN_LISTEN", "127.0.0.1:1")],
+        );
+        assert_eq!(config.admin_listen, None);
+        let message = error(&["--admin-listen", "Off"], None, &[]);
+        assert!(message.contains("or off"), "{message}");
     }
 
     const ALL_FLAGS: &[&str] = &[

@@ -31,6 +31,7 @@ fn options(root: &Path, segment_bytes: u64) -> LogOptions {
         },
         cache: None,
         auto_high_watermark: true,
+        metrics: None,
     }
 }
 

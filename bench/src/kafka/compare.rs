@@ -665,9 +665,14 @@ impl RunningBroker {
                 }
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
+                // The admin port on a free port too: the default (9644) may be another
+                // broker's on this machine.
+                let admin_port = free_loopback_port().context("picking a free admin port")?;
+                let admin_address = format!("127.0.0.1:{admin_port}");
                 command
                     .arg("serve")
                     .args(["--listen", &address, "--advertise", &address])
+                    .args(["--admin-listen", &admin_address])
                     .arg("--data-dir")
                     .arg(&dir)
                     .args(ringlog_flags);

@@ -180,6 +180,7 @@ pub fn log_options(
         config: LogConfig::default(),
         cache,
         auto_high_watermark: true,
+        metrics: None,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::cache::{BatchCache, CacheStats, BATCH_CACHE_BYTES_DEFAULT};
 use crate::config::LogConfig;
 use crate::error::{Error, Result};
 use crate::log::{now_ms, AppendResult, LogOptions, PartitionLog, ReadLimit, ReadResult};
+use crate::metrics::StorageMetrics;
 use crate::rt::{self, fs::Storage, TaskClass};
 use crate::types::{ShardId, TopicPartition};
 use table::{ShardTable, ShardTableUpdate};
@@ -129,6 +130,7 @@ pub struct Shard {
     storage: Storage,
     config: ShardConfig,
     cache: Rc<BatchCache>,
+    metrics: Rc<StorageMetrics>,
     table: RefCell<ShardTable>,
     partitions: RefCell<HashMap<TopicPartition, Partition>>,
 }
@@ -141,6 +143,7 @@ impl Shard {
             storage,
             config,
             cache,
+            metrics: Rc::new(StorageMetrics::default()),
             table: RefCell::new(table),
             partitions: RefCell::new(HashMap::new()),
         })
@@ -152,6 +155,11 @@ impl Shard {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// This shard's storage measurements (fdatasync latency of its logs).
+    pub fn storage_metrics(&self) -> &StorageMetrics {
+        &self.metrics
     }
 
     /// This shard's copy of the shard table.
@@ -181,6 +189,7 @@ impl Shard {
             config,
             cache: Some(Rc::clone(&self.cache)),
             auto_high_watermark: true,
+            metrics: Some(Rc::clone(&self.metrics)),
         };
         match PartitionLog::open(options).await {
             Ok((log, recovery)) => {

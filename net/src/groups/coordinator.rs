@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use event_listener::Event;
+use ringlog_cluster::MetadataImage;
 use ringlog_engine::format::{build_batch, KeyValue};
 use ringlog_engine::log::{now_ms, PartitionLog, ReadLimit};
 use ringlog_engine::rt::{self, TaskClass};
@@ -22,6 +23,7 @@ use super::consumer::{
     ConsumerHeartbeatResponse, HeartbeatError, JOIN_GROUP_MEMBER_EPOCH,
 };
 use super::storage::{self, CommittedOffset, RecordKey, StoredGroup};
+use crate::admin::snapshot::{AssignedTopic, CommittedSnapshot, GroupSnapshot, MemberSnapshot};
 use crate::broker::Broker;
 use crate::codes::KafkaError;
 use crate::config::BrokerConfig;
@@ -533,6 +535,106 @@ impl GroupCoordinator {
                 GroupReply::OffsetsDeleted(self.delete_offsets(broker, &group_id, partitions).await)
             }
         }
+    }
+
+    /// Every group this shard coordinates, with its members' assignments and its committed
+    /// offsets, for the admin port (`shard` is this shard).
+    pub fn admin_snapshot(&self, image: &MetadataImage, shard: u16) -> Vec<GroupSnapshot> {
+        let topic_name = |topic_id: u128| {
+            image.topic_by_id(topic_id).map_or_else(
+                || format!("(topic id {topic_id:032x})"),
+                |(name, _)| name.clone(),
+            )
+        };
+        let mut groups: Vec<GroupSnapshot> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter_map(|(group_id, slot)| {
+                let group = slot.group.borrow();
+                let (group_type, state, protocol_type, protocol, members) = match &*group {
+                    AnyGroup::Classic(group) if group.state() == GroupState::Dead => return None,
+                    AnyGroup::Classic(group) => {
+                        let description = group.describe();
+                        let consumer = description.protocol_type == CONSUMER_PROTOCOL_TYPE;
+                        let members = description
+                            .members
+                            .into_iter()
+                            .map(|member| MemberSnapshot {
+                                assignment: consumer
+                                    .then(|| decode_assignment(&member.assignment))
+                                    .flatten(),
+                                member_id: member.member_id,
+                                group_instance_id: member.group_instance_id,
+                                client_id: member.client_id,
+                                client_host: member.client_host,
+                            })
+                            .collect();
+                        (
+                            GROUP_TYPE_CLASSIC,
+                            description.state.name(),
+                            description.protocol_type,
+                            description.protocol_name,
+                            members,
+                        )
+                    }
+                    AnyGroup::Consumer(group) => {
+                        let description = group.describe();
+                        let members = description
+                            .members
+                            .into_iter()
+                            .map(|member| MemberSnapshot {
+                                assignment: Some(
+                                    member
+                                        .assignment
+                                        .iter()
+                                        .map(|(topic_id, partitions)| AssignedTopic {
+                                            topic: topic_name(*topic_id),
+                                            partitions: partitions.iter().copied().collect(),
+                                        })
+                                        .collect(),
+                                ),
+                                member_id: member.member_id,
+                                group_instance_id: member.instance_id,
+                                client_id: member.client_id,
+                                client_host: member.client_host,
+                            })
+                            .collect();
+                        (
+                            GROUP_TYPE_CONSUMER,
+                            description.state.name(),
+                            CONSUMER_PROTOCOL_TYPE.to_string(),
+                            description.assignor_name,
+                            members,
+                        )
+                    }
+                };
+                let offsets = slot
+                    .offsets
+                    .borrow()
+                    .iter()
+                    .map(|((topic, partition), committed)| CommittedSnapshot {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        committed_offset: committed.offset,
+                        high_watermark: None,
+                        lag: None,
+                    })
+                    .collect();
+                Some(GroupSnapshot {
+                    group_id: group_id.clone(),
+                    group_type,
+                    state,
+                    protocol_type,
+                    protocol,
+                    coordinator_shard: shard,
+                    members,
+                    offsets,
+                })
+            })
+            .collect();
+        groups.sort_by(|left, right| left.group_id.cmp(&right.group_id));
+        groups
     }
 
     /// The group's offsets partition, if this shard coordinates it and has loaded it.
@@ -1205,6 +1307,29 @@ enum Subscription {
     /// Members whose subscriptions cannot be read (a rebalance in progress, or a protocol
     /// other than "consumer"): treated as subscribed to everything.
     Unknown,
+}
+
+/// A classic "consumer" member's assignment (`ConsumerProtocolAssignment`, version-prefixed,
+/// as the group leader wrote it); `None` if it is empty or does not decode.
+fn decode_assignment(assignment: &Bytes) -> Option<Vec<AssignedTopic>> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    let mut bytes = assignment.clone();
+    if bytes.len() < 2 {
+        return None;
+    }
+    let version = bytes::Buf::get_i16(&mut bytes);
+    let decoded = ConsumerProtocolAssignment::decode(&mut bytes, version.clamp(0, 3)).ok()?;
+    Some(
+        decoded
+            .assigned_partitions
+            .into_iter()
+            .map(|topic| AssignedTopic {
+                topic: topic.topic.to_string(),
+                partitions: topic.partitions,
+            })
+            .collect(),
+    )
 }
 
 fn subscribed_topics(group: &Group) -> Subscription {

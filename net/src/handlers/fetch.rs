@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use ringlog_engine::format::batch_records_count;
 use ringlog_engine::log::ReadResult;
 use ringlog_engine::{ShardId, TopicPartition};
 
@@ -138,6 +139,9 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
                     if batch.len() <= budget || !returned_any {
                         budget = budget.saturating_sub(batch.len());
                         returned_any = true;
+                        broker.metrics.bytes_out.add(batch.len() as u64);
+                        let count = batch_records_count(&batch).unwrap_or(0);
+                        broker.metrics.records_out.add(count.max(0) as u64);
                         records.push(batch);
                     } else {
                         break;

@@ -29,6 +29,8 @@ pub(crate) const TOPIC_ID_VERSION: i16 = 13;
 struct Slot {
     topic: usize,
     partition_index: i32,
+    /// The record set's size, counted as bytes in once appended.
+    bytes: u64,
     outcome: Result<AppendResult, KafkaError>,
 }
 
@@ -87,6 +89,10 @@ pub async fn handle(
             slots.push(Slot {
                 topic: topic_index,
                 partition_index: partition.index,
+                bytes: partition
+                    .records
+                    .as_ref()
+                    .map_or(0, |records| records.len() as u64),
                 outcome: Err(error.unwrap_or(KafkaError::UnknownServerError)),
             });
             if error.is_none() {
@@ -106,6 +112,13 @@ pub async fn handle(
         })
         .await;
     for (slot, outcome) in results {
+        if let Ok(appended) = &outcome {
+            broker.metrics.bytes_in.add(slots[slot].bytes);
+            broker
+                .metrics
+                .records_in
+                .add(appended.record_count.max(0) as u64);
+        }
         slots[slot].outcome = outcome;
     }
     if acks == ACKS_NONE && valid_acks {

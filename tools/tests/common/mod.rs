@@ -127,6 +127,10 @@ pub struct Broker {
     /// Released after `Drop` has stopped the child.
     _one_at_a_time: MutexGuard<'static, ()>,
     addr: SocketAddr,
+    /// The admin HTTP listener, on its own free port (tests run in parallel, and other
+    /// brokers on the machine may hold the default 9644); `None` when a test's own flags set
+    /// `--admin-listen`.
+    admin_addr: Option<SocketAddr>,
     /// The data directory, kept across restarts; removed when the `Broker` is dropped.
     data_dir: tempfile::TempDir,
     /// Holds every run's stderr file (`stderr-<run>.log`); kept across restarts.
@@ -158,6 +162,7 @@ impl Broker {
             child: None,
             _one_at_a_time: one_at_a_time,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: None,
             data_dir: tempfile::Builder::new()
                 .prefix("ringlog-e2e-data-")
                 .tempdir()
@@ -181,6 +186,17 @@ impl Broker {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin HTTP listener (`/metrics`, `/api/v1/...`) of the current run.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+            .expect("the test's own flags set --admin-listen, so the harness did not pick one")
+    }
+
+    /// `http://127.0.0.1:PORT/path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr())
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -268,6 +284,12 @@ impl Broker {
         for _ in 0..START_ATTEMPTS {
             self.run += 1;
             self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let own_admin_flag = self
+                .extra_args
+                .iter()
+                .any(|arg| arg.starts_with("--admin-listen"));
+            self.admin_addr =
+                (!own_admin_flag).then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
             match self.spawn_once() {
                 Ok(()) => return,
                 Err(failure) => {
@@ -301,6 +323,11 @@ impl Broker {
             .arg("--listen")
             .arg(self.addr.to_string())
             .args(["--cores", "2", "--node-id", "1"])
+            .args(
+                self.admin_addr
+                    .iter()
+                    .flat_map(|admin| ["--admin-listen".to_string(), admin.to_string()]),
+            )
             .args(&self.extra_args)
             // Plain text in the stderr file, for failure reports.
             .env("NO_COLOR", "1")
