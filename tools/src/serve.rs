@@ -200,11 +200,10 @@ pub fn default_file() -> String {
         ),
         (&LISTEN, Some(quoted(&defaults.listen.to_string()))),
         (&ADVERTISE, None),
+        // `serve`'s own default, not the library's (which has no admin port).
         (
             &ADMIN_LISTEN,
-            defaults
-                .admin_listen
-                .map(|address| quoted(&address.to_string())),
+            admin_listen_default().map(|address| quoted(&address.to_string())),
         ),
         (&CORES, defaults.cores.map(|cores| cores.to_string())),
         (
@@ -1031,6 +1030,10 @@ mod tests {
         }
         assert!(
             text.contains("# \"retention.ms\" = \"604800000\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nadmin_listen = \"127.0.0.1:9644\"\n"),
             "{text}"
         );
     }
