@@ -22,7 +22,7 @@ use std::time::Duration;
 use event_listener::Event;
 use ringlog_engine::bus::BusBuilder;
 use ringlog_engine::rt::fs::Storage;
-use ringlog_engine::rt::net::TcpListener;
+use ringlog_engine::rt::net::{TcpListener, TcpStream};
 use ringlog_engine::rt::{self, RuntimeConfig, ShardContext, TaskClass};
 use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::shard::{Shard, ShardConfig};
@@ -435,27 +435,36 @@ async fn accept_loop(
     stopping: Rc<Stopping>,
     connections: Rc<Connections>,
 ) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopping.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => {
-                tracing::warn!(%error, "accept failed");
-                rt::sleep(ACCEPT_RETRY_DELAY).await;
-                continue;
-            }
-        };
+    while let Some(stream) = accept_until_stopped(&listener, &stopping, "Kafka").await {
         connections.spawn(Rc::clone(&broker), stream, None);
     }
 }
 
 /// After a failed accept (EMFILE, say) wait this long before the next, rather than spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// The next connection on `listener`, or `None` once the broker is stopping. A failed accept
+/// is logged (naming the `port`) and retried after a short wait.
+pub(crate) async fn accept_until_stopped(
+    listener: &TcpListener,
+    stopping: &Stopping,
+    port: &'static str,
+) -> Option<TcpStream> {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stopping.wait().await;
+            None
+        })
+        .await;
+        match accepted? {
+            Ok(stream) => return Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, port, "accept failed");
+                rt::sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
 
 /// Set once the broker is stopping: the accept loop and every connection's reader watch it.
 ///

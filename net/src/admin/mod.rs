@@ -56,8 +56,6 @@ const LINGER_BYTES_MAX: usize = 64 * 1024;
 /// scraper's or curl's whole request head, so most requests take one read.
 const READ_STEP_BYTES: usize = 4096;
 
-/// After a failed accept (EMFILE, say) wait this long before the next, rather than spin.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
 /// Binds the admin listener on this shard (shard 0).
 pub fn bind(address: SocketAddr) -> crate::Result<TcpListener> {
@@ -72,22 +70,9 @@ pub fn bind(address: SocketAddr) -> crate::Result<TcpListener> {
 pub fn start(broker: Rc<Broker>, listener: TcpListener, stopping: Rc<Stopping>) {
     rt::spawn_detached(TaskClass::Background, async move {
         let open = Rc::new(Cell::new(0_usize));
-        loop {
-            let accepted =
-                futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                    stopping.wait().await;
-                    None
-                })
-                .await;
-            let stream = match accepted {
-                None => return,
-                Some(Ok(stream)) => stream,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    rt::sleep(ACCEPT_RETRY_DELAY).await;
-                    continue;
-                }
-            };
+        while let Some(stream) =
+            crate::server::accept_until_stopped(&listener, &stopping, "admin").await
+        {
             if open.get() >= ADMIN_CONNECTIONS_MAX {
                 tracing::warn!(
                     limit = ADMIN_CONNECTIONS_MAX,
