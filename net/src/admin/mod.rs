@@ -56,7 +56,6 @@ const LINGER_BYTES_MAX: usize = 64 * 1024;
 /// scraper's or curl's whole request head, so most requests take one read.
 const READ_STEP_BYTES: usize = 4096;
 
-
 /// Binds the admin listener on this shard (shard 0).
 pub fn bind(address: SocketAddr) -> crate::Result<TcpListener> {
     TcpListener::bind(address).map_err(|source| crate::Error::Io {
