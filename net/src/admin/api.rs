@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use ringlog_engine::metrics::{HistogramSnapshot, LATENCY_BUCKET_BOUNDS_US};
 use ringlog_engine::rt;
 use ringlog_engine::ShardId;
 use serde_json::{json, Value};
 
 use super::http::{Endpoint, Response, Status, CONTENT_TYPE_PROMETHEUS};
-use super::prometheus;
 use super::snapshot::{ShardSnapshot, SnapshotWanted};
+use super::{console, prometheus};
 use crate::broker::Broker;
 use crate::messages::{BrokerRequest, BrokerResponse};
 
@@ -37,6 +38,7 @@ pub async fn respond(broker: &Rc<Broker>, endpoint: Endpoint) -> Response {
                 Ok(shards) => Response {
                     status: Status::Ok,
                     content_type: CONTENT_TYPE_PROMETHEUS,
+                    headers: &[],
                     body: prometheus::render(&shards).into_bytes(),
                 },
                 Err(response) => response,
@@ -45,6 +47,7 @@ pub async fn respond(broker: &Rc<Broker>, endpoint: Endpoint) -> Response {
         Endpoint::Partitions => partitions(broker).await,
         Endpoint::Shards => shards(broker).await,
         Endpoint::Groups => groups(broker).await,
+        Endpoint::Console(asset) => console::response(asset),
     }
 }
 
@@ -198,6 +201,9 @@ async fn shards(broker: &Rc<Broker>) -> Response {
                         "batch_cache_bytes": metrics.cache.used_bytes,
                         "bus_messages_sent": metrics.bus.messages_sent,
                         "bus_messages_received": metrics.bus.messages_received,
+                        "produce_latency": histogram(&metrics.broker.produce_latency),
+                        "fetch_latency": histogram(&metrics.broker.fetch_latency),
+                        "fsync_latency": histogram(&metrics.fsync_latency),
                     }))
                 })
                 .collect();
@@ -205,6 +211,20 @@ async fn shards(broker: &Rc<Broker>) -> Response {
         }
         Err(response) => response,
     }
+}
+
+/// A latency histogram as the shards endpoint shows it: each bucket's upper bound in
+/// microseconds (`null` for the last, unbounded one) and the samples in it since the broker
+/// started, not cumulative; the difference between two reads gives the interval's quantiles.
+fn histogram(snapshot: &HistogramSnapshot) -> Value {
+    let bounds: Vec<Option<u64>> = (0..snapshot.counts.len())
+        .map(|index| LATENCY_BUCKET_BOUNDS_US.get(index).copied())
+        .collect();
+    json!({
+        "bucket_bounds_us": bounds,
+        "counts": snapshot.counts,
+        "sum_us": snapshot.sum_us,
+    })
 }
 
 /// Groups with each committed offset's lag against the partition's high watermark, from one

@@ -64,10 +64,24 @@ pub enum Endpoint {
     Partitions,
     Shards,
     Groups,
+    /// A file of the web console.
+    Console(Asset),
 }
 
-/// Every path served: Prometheus' conventional `/metrics`, and the JSON API under `/api/v1/`.
-pub const ROUTES: [(&str, Endpoint); 8] = [
+/// The web console's files, compiled into the binary (see [`super::console`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asset {
+    Page,
+    Script,
+    Style,
+}
+
+/// Every path served: the web console at `/`, Prometheus' conventional `/metrics`, and the
+/// JSON API under `/api/v1/`.
+pub const ROUTES: [(&str, Endpoint); 11] = [
+    ("/", Endpoint::Console(Asset::Page)),
+    ("/console.js", Endpoint::Console(Asset::Script)),
+    ("/console.css", Endpoint::Console(Asset::Style)),
     ("/metrics", Endpoint::Metrics),
     ("/api/v1/health", Endpoint::Health),
     ("/api/v1/ready", Endpoint::Ready),
@@ -177,11 +191,34 @@ pub const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=ut
 /// `text/plain`, for errors.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 
+/// The web console's page, script and stylesheet.
+pub const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
+pub const CONTENT_TYPE_JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+pub const CONTENT_TYPE_CSS: &str = "text/css; charset=utf-8";
+
+/// Headers of every console file: the page may load only its own script, stylesheet and
+/// API (so a topic or group name a client chose can never run as script, even if it slipped
+/// past the console's escaping), may not be framed, and is revalidated on each load so an
+/// upgraded broker serves its own console.
+pub const CONSOLE_HEADERS: &[(&str, &str)] = &[
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
+         form-action 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-cache"),
+];
+
 /// A response to encode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     pub status: Status,
     pub content_type: &'static str,
+    /// Headers besides Content-Type, Content-Length and Connection.
+    pub headers: &'static [(&'static str, &'static str)],
     pub body: Vec<u8>,
 }
 
@@ -192,6 +229,7 @@ impl Response {
         Response {
             status,
             content_type: CONTENT_TYPE_JSON,
+            headers: &[],
             body,
         }
     }
@@ -201,6 +239,7 @@ impl Response {
         Response {
             status,
             content_type: CONTENT_TYPE_TEXT,
+            headers: &[],
             body: format!("{} {}: {detail}\n", status.code(), status.reason()).into_bytes(),
         }
     }
@@ -218,6 +257,9 @@ impl Response {
         .into_bytes();
         if self.status == Status::MethodNotAllowed {
             out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        }
+        for (name, value) in self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
         out.extend_from_slice(b"\r\n");
         if !head_only {
@@ -263,7 +305,11 @@ mod tests {
                 request(Endpoint::Health, false, true),
             ),
             ("GET /metrics/ HTTP/1.1\r\n\r\n", Err(Status::NotFound)),
-            ("GET / HTTP/1.1\r\n\r\n", Err(Status::NotFound)),
+            (
+                "GET /?refresh=1 HTTP/1.1\r\n\r\n",
+                request(Endpoint::Console(Asset::Page), false, true),
+            ),
+            ("GET /index.html HTTP/1.1\r\n\r\n", Err(Status::NotFound)),
             ("GET /api/v1/nope HTTP/1.1\r\n\r\n", Err(Status::NotFound)),
             (
                 "POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
@@ -375,6 +421,7 @@ mod tests {
         let response = Response {
             status: Status::Ok,
             content_type: CONTENT_TYPE_JSON,
+            headers: &[],
             body: b"{}".to_vec(),
         };
         assert_eq!(

@@ -1,6 +1,6 @@
-//! The admin port: HTTP/1.1 on `--admin-listen`, served by shard 0, with Prometheus `/metrics`
-//! and a JSON API under `/api/v1/` (health, readiness, brokers, topics, partitions, shards,
-//! groups). Every answer is built from snapshots the owning shards take of their own state, one
+//! The admin port: HTTP/1.1 on `--admin-listen`, served by shard 0, with the web console at `/`,
+//! Prometheus `/metrics` and a JSON API under `/api/v1/` (health, readiness, brokers, topics,
+//! partitions, shards, groups). Every answer is built from snapshots the owning shards take of their own state, one
 //! bus message per shard per request, so observing the broker shares nothing with its data path.
 //!
 //! A connection is a task of its own in the background queue, so admin traffic never delays a
@@ -10,6 +10,7 @@
 //! [`ADMIN_CONNECTIONS_MAX`] are closed on accept.
 
 pub mod api;
+pub mod console;
 pub mod http;
 pub mod prometheus;
 pub mod snapshot;
