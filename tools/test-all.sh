@@ -14,7 +14,8 @@ fi
 # --- Debian packages -------------------------------------------------------------------------
 # kcat for the kcat tests; a C toolchain, make, pkg-config and zlib's headers for the rdkafka
 # crate's bundled librdkafka build (its zstd is built by zstd-sys); python3-venv in case the
-# machine's python3 is Debian's.
+# machine's python3 is Debian's; Chromium, and Node.js and npm for Playwright, for the web
+# console's browser test.
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
     echo "installing $* needs root" >&2; exit 1; fi
@@ -45,6 +46,9 @@ command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
@@ -65,6 +69,15 @@ if ! cmp -s "$requirements" "$venv/requirements.installed" \
   fi
   quietly "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$venv/requirements.installed"
+fi
+
+# --- Playwright, to drive Chromium from the console test -------------------------------------
+# playwright-core only (it downloads no browser): the test runs Debian's /usr/bin/chromium.
+console_test=tools/tests/console
+if ! cmp -s "$console_test/package-lock.json" "$console_test/node_modules/lock.installed"; then
+  echo "test-all: npm ci in $console_test"
+  (cd "$console_test" && quietly npm ci --no-audit --no-fund)
+  cp "$console_test/package-lock.json" "$console_test/node_modules/lock.installed"
 fi
 
 # The end-to-end tests fail, rather than skip, when a client is missing.
