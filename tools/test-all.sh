@@ -86,3 +86,5 @@ export RINGLOG_REQUIRE_CLIENTS=1
 
 cargo build --workspace --all-targets --locked
 cargo test --workspace --all-targets --locked
+# --all-targets leaves out doctests, and the embedded broker's documented example is one.
+cargo test --workspace --doc --locked
