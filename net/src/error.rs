@@ -25,6 +25,11 @@ pub enum Error {
     #[error("the broker did not start listening within {waited:?}; it was asked to stop")]
     StartTimeout { waited: std::time::Duration },
 
+    /// The broker was asked to stop while this shard waited for the others to start: another
+    /// shard failed (its error is the one reported) or a signal came.
+    #[error("stopped while starting")]
+    StoppedWhileStarting,
+
     /// The broker's shards all ended without listening and without an error: not expected,
     /// since a shard returns only after listening or with the error that stopped it.
     #[error("the broker stopped before it listened")]

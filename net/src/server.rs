@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 use std::fs::File;
+use std::future::Future;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -306,6 +307,17 @@ impl ListenerStart {
     }
 }
 
+/// Runs `wait` until it finishes or the broker is asked to stop, whichever comes first.
+async fn unless_stopped<T>(shutdown: &Shutdown, wait: impl Future<Output = T>) -> Result<T> {
+    let stopped = async {
+        while !shutdown.is_triggered() {
+            rt::sleep(SHUTDOWN_POLL_INTERVAL).await;
+        }
+        Err(Error::StoppedWhileStarting)
+    };
+    futures_lite::future::or(async { Ok(wait.await) }, stopped).await
+}
+
 async fn shard_main(
     context: ShardContext,
     config: Arc<BrokerConfig>,
@@ -356,14 +368,17 @@ async fn shard_main(
         }
     });
     crate::groups::GroupCoordinator::start_timer(&broker);
-    let bus = bus.join(&context).await?;
+    // Joining the bus waits for every shard, and a shard other than 0 then waits for shard 0's
+    // metadata: if another shard failed to start (a corrupt metadata file, say), neither ever
+    // comes, so both waits end when that failure triggers the shutdown.
+    let bus = unless_stopped(&shutdown, bus.join(&context)).await??;
     broker.set_bus(Rc::clone(&bus));
     let serving = Rc::clone(&broker);
     bus.serve(move |_from, request| Rc::clone(&serving).handle(request));
     if let Some(controller) = &broker.controller {
         controller.bootstrap(&broker).await;
     } else {
-        broker.wait_ready().await;
+        unless_stopped(&shutdown, broker.wait_ready()).await?;
     }
 
     let listener = listener_start

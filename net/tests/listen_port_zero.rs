@@ -136,3 +136,36 @@ fn a_second_broker_on_a_locked_data_directory_is_refused_at_once() {
     }
     first.stop().expect("the first broker stops cleanly");
 }
+
+#[test]
+fn a_corrupt_metadata_file_fails_the_start_with_its_error_instead_of_hanging() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let first = ringlog_net::server::start_within(
+        port_zero_config(data.path()),
+        Shutdown::new(),
+        START_TIMEOUT,
+    )
+    .expect("the first broker starts");
+    first.stop().expect("the first broker stops cleanly");
+    let metadata = data.path().join("cluster-metadata.json");
+    assert!(metadata.exists(), "the broker wrote {}", metadata.display());
+    std::fs::write(&metadata, b"garbage{").expect("corrupt the metadata file");
+    // Shard 0 fails to load the metadata; the other shard, waiting for it to join the bus,
+    // must stop too, so the start returns shard 0's error rather than waiting (here: until
+    // START_TIMEOUT, then StartTimeout).
+    let outcome = ringlog_net::server::start_within(
+        port_zero_config(data.path()),
+        Shutdown::new(),
+        START_TIMEOUT,
+    );
+    match outcome {
+        Err(error) => {
+            let text = error.to_string();
+            assert!(text.contains("cluster-metadata.json"), "{text}");
+        }
+        Ok(running) => panic!(
+            "started on a corrupt metadata file: {}",
+            running.local_addr()
+        ),
+    }
+}
