@@ -19,6 +19,12 @@ const SHARDS: usize = 2;
 /// A fresh data directory starts in well under a second; the rest is room for a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Starts a broker on `data_dir` with [`port_zero_config`], failing the test if it does not.
+fn start_on(data_dir: &std::path::Path, what: &str) -> ringlog_net::server::Running {
+    ringlog_net::server::start_within(port_zero_config(data_dir), Shutdown::new(), START_TIMEOUT)
+        .unwrap_or_else(|error| panic!("{what}: {error}"))
+}
+
 fn port_zero_config(data_dir: &std::path::Path) -> BrokerConfig {
     let mut config = BrokerConfig::new(data_dir);
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -44,12 +50,7 @@ fn listening_sockets(port: u16) -> usize {
 #[test]
 fn every_shard_listens_on_the_port_the_kernel_picked_and_metadata_advertises_it() {
     let data = tempfile::tempdir().expect("tempdir");
-    let running = ringlog_net::server::start_within(
-        port_zero_config(data.path()),
-        Shutdown::new(),
-        START_TIMEOUT,
-    )
-    .expect("the broker starts");
+    let running = start_on(data.path(), "the broker starts");
     let address = running.local_addr();
     assert_eq!(address.ip(), std::net::Ipv4Addr::LOCALHOST);
     assert_ne!(
@@ -111,24 +112,17 @@ fn a_port_taken_by_another_socket_fails_the_start_with_an_error() {
         Ok(running) => panic!("started on a taken port: {}", running.local_addr()),
     }
     // The failed broker let go of its data directory.
-    let running = ringlog_net::server::start_within(
-        port_zero_config(data.path()),
-        Shutdown::new(),
-        START_TIMEOUT,
-    )
-    .expect("a broker starts on the same directory afterwards");
+    let running = start_on(
+        data.path(),
+        "a broker starts on the same directory afterwards",
+    );
     running.stop().expect("the broker stops cleanly");
 }
 
 #[test]
 fn a_second_broker_on_a_locked_data_directory_is_refused_at_once() {
     let data = tempfile::tempdir().expect("tempdir");
-    let first = ringlog_net::server::start_within(
-        port_zero_config(data.path()),
-        Shutdown::new(),
-        START_TIMEOUT,
-    )
-    .expect("the first broker starts");
+    let first = start_on(data.path(), "the first broker starts");
     match ringlog_net::server::start(port_zero_config(data.path()), Shutdown::new()) {
         Err(Error::DataDirLocked { .. }) => {}
         Err(other) => panic!("expected DataDirLocked, got {other}"),
@@ -140,12 +134,7 @@ fn a_second_broker_on_a_locked_data_directory_is_refused_at_once() {
 #[test]
 fn a_corrupt_metadata_file_fails_the_start_with_its_error_instead_of_hanging() {
     let data = tempfile::tempdir().expect("tempdir");
-    let first = ringlog_net::server::start_within(
-        port_zero_config(data.path()),
-        Shutdown::new(),
-        START_TIMEOUT,
-    )
-    .expect("the first broker starts");
+    let first = start_on(data.path(), "the first broker starts");
     first.stop().expect("the first broker stops cleanly");
     let metadata = data.path().join("cluster-metadata.json");
     assert!(metadata.exists(), "the broker wrote {}", metadata.display());
