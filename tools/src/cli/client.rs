@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, MetadataRequest, MetadataResponse, RequestKind, ResponseKind, TopicName,
 };
-use ringlog_net::client::{group, text, Connection};
+use ringlog_net::client::{group, text, wrong_kind, Connection};
 
 use super::{CliError, CliResult, Connect, CLIENT_ID};
 
@@ -152,9 +152,7 @@ impl Client {
             RequestKind::Metadata(request),
         )?;
         let ResponseKind::Metadata(response) = response else {
-            return Err(CliError::failed(
-                "Metadata answered with another response kind",
-            ));
+            return Err(wrong_kind(ApiKey::Metadata).into());
         };
         let metadata = convert(response);
         self.brokers = metadata
