@@ -5,7 +5,6 @@
 
 mod cli;
 mod inspect;
-mod json;
 mod logging;
 mod serve;
 
