@@ -9,6 +9,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod rdkafka;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -115,6 +117,19 @@ pub fn clients_dir() -> PathBuf {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
+}
+
+/// The `ringlog` binary under test, without the `RINGLOG_*` variables of the environment the
+/// tests run in: the binary reads its settings from them, and a test's outcome must depend on
+/// its own arguments only.
+pub fn ringlog_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RINGLOG_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// Held by every running [`Broker`] of a test binary. Each broker runs two shards and CI has two
@@ -309,13 +324,8 @@ impl Broker {
         let stderr_path = self.stderr_path();
         let stderr = File::create(&stderr_path).expect("create the broker's stderr file");
         let stdout = stderr.try_clone().expect("clone the stderr file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
-        // The broker reads RINGLOG_* settings from its environment: only the flags below count.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("RINGLOG_") {
-                command.env_remove(name);
-            }
-        }
+        // Only the flags below count.
+        let mut command = ringlog_command();
         command
             .arg("serve")
             .arg("--data-dir")
