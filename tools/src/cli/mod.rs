@@ -1,7 +1,9 @@
 //! The client subcommands (`topic`, `produce`, `consume`, `group`, `cluster`): they speak the
 //! Kafka protocol through `ringlog_net::client`, so they work against any Kafka-compatible
-//! broker, print tables (or `--json`), and exit with a status a script can act on.
+//! broker, print tables (or `--json`), and exit with a status a script can act on. Only
+//! `cluster info` also asks a Ringlog broker's admin HTTP API, for its shards, when it answers.
 
+pub mod admin_http;
 pub mod client;
 pub mod cluster;
 pub mod consume;
@@ -214,6 +216,19 @@ fn kafka_hint(code: i16) -> (u8, Option<&'static str>) {
             Some("the topic's compression.type refuses this codec; try another --compression"),
         ),
         _ => (EXIT_FAILED, None),
+    }
+}
+
+/// The value of the environment variable `name`, if it is set and not empty: an empty variable
+/// counts as unset, as it does for `serve`'s settings and the log settings.
+pub fn env_setting(name: &str) -> CliResult<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(CliError::usage(format!("{name} is not valid UTF-8")))
+        }
     }
 }
 

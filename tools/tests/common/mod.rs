@@ -319,7 +319,8 @@ impl Broker {
         panic!("the broker did not start: {last_failure}");
     }
 
-    /// One attempt: spawn and wait for an ApiVersions answer. On failure the child is gone.
+    /// One attempt: spawn and wait for an ApiVersions answer and, if the harness picked the
+    /// admin port, for that port to accept. On failure the child is gone.
     fn spawn_once(&mut self) -> Result<(), String> {
         let stderr_path = self.stderr_path();
         let stderr = File::create(&stderr_path).expect("create the broker's stderr file");
@@ -370,7 +371,14 @@ impl Broker {
                     ));
                 }
             }
-            if api_versions_ok(self.addr, Duration::from_millis(500)) {
+            // Shard 0 binds the admin port just after its Kafka listener, which another shard
+            // may have opened first: ready means both accept.
+            let admin_ok = || {
+                self.admin_addr.is_none_or(|admin| {
+                    TcpStream::connect_timeout(&admin, Duration::from_millis(500)).is_ok()
+                })
+            };
+            if api_versions_ok(self.addr, Duration::from_millis(500)) && admin_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
