@@ -690,9 +690,24 @@ fn bad_arguments_and_an_unreachable_broker_fail_clearly() {
     fails(nowhere, &["consume", "t", "-g", "g", "-p", "0"], EXIT_USAGE);
     fails(nowhere, &["consume", "t", "-f", "%q"], EXIT_USAGE);
 
+    // An empty RINGLOG_BROKERS counts as unset: the default broker, not an empty list. Whether
+    // one runs there is not up to this test.
+    let default = ringlog_env(&["topic", "list"], &[("RINGLOG_BROKERS", "")]);
+    let stderr = default.stderr_text();
+    assert!(
+        default.status.success()
+            || (default.status.code() == Some(EXIT_UNREACHABLE)
+                && stderr.contains("127.0.0.1:9092")),
+        "{}: {stderr}",
+        default.status
+    );
+    fails("", &["topic", "list"], EXIT_USAGE);
+
     let broker = Broker::start();
     let address = broker.bootstrap();
     let b = address.as_str();
+    let from_env = ringlog_env(&["topic", "list"], &[("RINGLOG_BROKERS", b)]);
+    assert!(from_env.status.success(), "{}", from_env.stderr_text());
     let zero = fails(b, &["topic", "create", "t", "-p", "0"], EXIT_USAGE);
     assert!(zero.contains("at least 1 partition"), "{zero}");
     let nothing = fails(b, &["topic", "alter-config", "t"], EXIT_USAGE);

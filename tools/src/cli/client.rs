@@ -80,17 +80,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first of `connect.brokers` that answers.
+    /// Connects to the first of the bootstrap brokers that answers.
     pub fn connect(connect: &Connect) -> CliResult<Client> {
-        let addresses: Vec<&str> = connect
-            .brokers
-            .split(',')
-            .map(str::trim)
-            .filter(|address| !address.is_empty())
-            .collect();
-        if addresses.is_empty() {
-            return Err(CliError::usage("--brokers names no broker"));
-        }
+        let addresses = connect.addresses()?;
         let mut last_error = None;
         for address in &addresses {
             match Connection::connect(address, CLIENT_ID) {

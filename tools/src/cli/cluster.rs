@@ -96,9 +96,9 @@ pub fn run(command: ClusterCommand) -> CliResult {
     }
 }
 
-/// The admin API to ask for shards, and whether the user named it (flag, then environment) or
-/// it is a guess from the first bootstrap broker.
-fn admin_api(flag: Option<String>, brokers: &str) -> CliResult<(AdminApi, bool)> {
+/// The admin API to ask for shards, and whether the user named it (flag, then environment,
+/// unless empty) or it is a guess from the first bootstrap broker.
+fn admin_api(flag: Option<String>, connect: &Connect) -> CliResult<(AdminApi, bool)> {
     let given = match flag {
         Some(url) => Some(url),
         None => env_setting(ADMIN_URL_ENV)?,
@@ -106,11 +106,8 @@ fn admin_api(flag: Option<String>, brokers: &str) -> CliResult<(AdminApi, bool)>
     Ok(match given {
         Some(url) => (AdminApi::new(&url), true),
         None => {
-            let first = brokers
-                .split(',')
-                .map(str::trim)
-                .find(|address| !address.is_empty())
-                .unwrap_or_default();
+            let addresses = connect.addresses()?;
+            let first = addresses.first().map_or("", String::as_str);
             (AdminApi::guess(first), false)
         }
     })
@@ -155,7 +152,7 @@ fn shards(api: &AdminApi, metadata: &Metadata) -> Result<Vec<Shard>, AdminError>
 }
 
 fn info(connect: &Connect, admin_url: Option<String>) -> CliResult {
-    let (api, given) = admin_api(admin_url, &connect.brokers)?;
+    let (api, given) = admin_api(admin_url, connect)?;
     let mut client = Client::connect(connect)?;
     let metadata = client.metadata(None)?;
     let mut leading: BTreeMap<i32, usize> = BTreeMap::new();
