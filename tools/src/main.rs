@@ -5,7 +5,6 @@
 
 mod cli;
 mod inspect;
-mod json;
 mod logging;
 mod serve;
 
@@ -68,7 +67,7 @@ enum Command {
     /// List, describe and delete consumer groups; reset their offsets.
     #[command(subcommand)]
     Group(cli::group::GroupCommand),
-    /// The cluster's brokers and controller.
+    /// The cluster's brokers and controller, and a Ringlog broker's shards.
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
     /// Inspect partition logs on disk. Read-only: nothing is recovered, truncated or rewritten.

@@ -5,12 +5,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{run_bounded, unique_topic, Broker, RunOutput};
+use common::{ringlog_command, run_bounded, unique_topic, Broker, RunOutput};
 
 /// How long one CLI command may take: each is a few round trips to a local broker.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,10 +25,16 @@ const EXIT_NOT_FOUND: i32 = 4;
 
 /// Runs `ringlog ARGS --brokers BROKER` with `stdin`.
 fn ringlog(broker: &str, args: &[&str], stdin: &[u8]) -> RunOutput {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
+    let mut command = ringlog_command();
     command.args(args).args(["--brokers", broker]);
-    command.env_remove("RINGLOG_BROKERS");
     run_bounded(&mut command, stdin, COMMAND_TIMEOUT).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// Runs `ringlog ARGS` with the variables `env` set (and no other `RINGLOG_*` ones).
+fn ringlog_env(args: &[&str], env: &[(&str, &str)]) -> RunOutput {
+    let mut command = ringlog_command();
+    command.args(args).envs(env.iter().copied());
+    run_bounded(&mut command, b"", COMMAND_TIMEOUT).unwrap_or_else(|failure| panic!("{failure}"))
 }
 
 /// [`ringlog`], which must exit 0; returns stdout.
@@ -447,7 +453,7 @@ fn a_following_consumer_prints_new_records_and_commits_on_interrupt() {
     let group = unique_topic("cli-follower");
     ok(b, &["topic", "create", &topic, "-p", "1"], b"");
 
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+    let mut follower = ringlog_command()
         .args(["consume", &topic, "-g", &group, "--brokers", b])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -499,13 +505,37 @@ fn a_following_consumer_prints_new_records_and_commits_on_interrupt() {
     let _ = std::io::stdout().flush();
 }
 
+/// The rows of the table that starts with the header cell `first` in `text`, split on runs of
+/// spaces.
+fn table_rows(text: &str, first: &str) -> Vec<Vec<String>> {
+    let start = text
+        .lines()
+        .position(|line| line.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no table headed {first}:\n{text}"));
+    text.lines()
+        .skip(start + 1)
+        .take_while(|line| !line.trim().is_empty())
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
 #[test]
-fn cluster_info_names_the_broker_and_controller() {
+fn cluster_info_names_the_broker_controller_and_shards() {
+    /// Shards of the harness's broker (`--cores 2`).
+    const SHARDS: usize = 2;
     let broker = Broker::start();
     let address = broker.bootstrap();
     let b = address.as_str();
     let port = broker.addr().port().to_string();
-    let info = ok(b, &["cluster", "info"], b"");
+    let admin = broker.admin_url("");
+    let topic = unique_topic("cli-cluster");
+    ok(b, &["topic", "create", &topic, "-p", "3"], b"");
+
+    // Without an admin URL the default port of the --brokers host is tried; whatever answers
+    // there (nothing, or another broker), the command succeeds.
+    let guessed = ringlog(b, &["cluster", "info"], b"");
+    assert!(guessed.status.success(), "{}", guessed.stderr_text());
+    let info = guessed.stdout_text();
     assert!(info.contains("CONTROLLER  1"), "{info}");
     assert!(
         rows(&info)
@@ -515,10 +545,111 @@ fn cluster_info_names_the_broker_and_controller() {
                 && row.get(2) == Some(&port)),
         "{info}"
     );
-    let info = json(&ok(b, &["cluster", "info", "--json"], b""));
+    if !info.contains("DISK-BYTES") {
+        let note = guessed.stderr_text();
+        assert!(
+            note.contains("shards unknown") && note.contains("--admin-url"),
+            "{note}"
+        );
+    }
+
+    let info = ok(b, &["cluster", "info", "--admin-url", &admin], b"");
+    let partitions: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("PARTITIONS"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PARTITIONS line:\n{info}"));
+    let shards = table_rows(&info, "BROKER");
+    assert_eq!(shards.len(), SHARDS, "{info}");
+    for (index, shard) in shards.iter().enumerate() {
+        assert_eq!(shard.len(), 6, "{info}");
+        assert_eq!(shard[0], "1", "{info}");
+        assert_eq!(shard[1], index.to_string(), "{info}");
+        assert_eq!(shard[2], "yes", "{info}");
+    }
+    let on_shards: u64 = shards
+        .iter()
+        .map(|shard| shard[3].parse::<u64>().expect("a partition count"))
+        .sum();
+    assert_eq!(
+        on_shards, partitions,
+        "every partition is on a shard:\n{info}"
+    );
+    // The CLI's own connection is open while the shards count theirs.
+    let connections: u64 = shards
+        .iter()
+        .map(|shard| shard[4].parse::<u64>().expect("a connection count"))
+        .sum();
+    assert!(connections >= 1, "{info}");
+
+    let info = json(&ok(
+        b,
+        &["cluster", "info", "--json", "--admin-url", &admin],
+        b"",
+    ));
     assert_eq!(info["brokers"][0]["node_id"], 1);
     assert_eq!(info["brokers"][0]["controller"], true);
     assert!(info["cluster_id"].is_string(), "{info}");
+    assert_eq!(info["admin_url"], admin.as_str(), "{info}");
+    let shards = info["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), SHARDS, "{info}");
+    let on_shards: u64 = shards
+        .iter()
+        .map(|shard| shard["partitions"].as_u64().expect("partitions"))
+        .sum();
+    assert_eq!(Some(on_shards), info["partitions"].as_u64(), "{info}");
+    assert!(shards
+        .iter()
+        .all(|shard| shard["node_id"] == 1 && shard["partitions_offline"] == 0));
+
+    // RINGLOG_ADMIN_URL does what --admin-url does; empty, it counts as unset.
+    let from_env = ringlog_env(
+        &["cluster", "info", "--brokers", b],
+        &[("RINGLOG_ADMIN_URL", &admin)],
+    );
+    assert!(from_env.status.success(), "{}", from_env.stderr_text());
+    assert_eq!(table_rows(&from_env.stdout_text(), "BROKER").len(), SHARDS);
+    let empty = ringlog_env(
+        &["cluster", "info", "--brokers", b],
+        &[("RINGLOG_ADMIN_URL", "")],
+    );
+    assert!(empty.status.success(), "{}", empty.stderr_text());
+
+    // An admin URL that was asked for must answer.
+    let nowhere = fails(
+        b,
+        &["cluster", "info", "--admin-url", "127.0.0.1:1"],
+        EXIT_UNREACHABLE,
+    );
+    assert!(
+        nowhere.contains("http://127.0.0.1:1/api/v1/") && nowhere.contains("--admin-url"),
+        "{nowhere}"
+    );
+    let from_env = ringlog_env(
+        &["cluster", "info", "--brokers", b],
+        &[("RINGLOG_ADMIN_URL", "http://127.0.0.1:1")],
+    );
+    assert_eq!(
+        from_env.status.code(),
+        Some(EXIT_UNREACHABLE),
+        "{}",
+        from_env.stderr_text()
+    );
+    // The Kafka port answers no HTTP; an HTTP server without the API is a failure.
+    let not_http = fails(
+        b,
+        &["cluster", "info", "--admin-url", &format!("http://{b}")],
+        EXIT_UNREACHABLE,
+    );
+    assert!(
+        not_http.contains(&format!("http://{b}/api/v1/")),
+        "{not_http}"
+    );
+    fails(
+        b,
+        &["cluster", "info", "--admin-url", "ftp://127.0.0.1:1"],
+        EXIT_USAGE,
+    );
 }
 
 #[test]
@@ -559,9 +690,24 @@ fn bad_arguments_and_an_unreachable_broker_fail_clearly() {
     fails(nowhere, &["consume", "t", "-g", "g", "-p", "0"], EXIT_USAGE);
     fails(nowhere, &["consume", "t", "-f", "%q"], EXIT_USAGE);
 
+    // An empty RINGLOG_BROKERS counts as unset: the default broker, not an empty list. Whether
+    // one runs there is not up to this test.
+    let default = ringlog_env(&["topic", "list"], &[("RINGLOG_BROKERS", "")]);
+    let stderr = default.stderr_text();
+    assert!(
+        default.status.success()
+            || (default.status.code() == Some(EXIT_UNREACHABLE)
+                && stderr.contains("127.0.0.1:9092")),
+        "{}: {stderr}",
+        default.status
+    );
+    fails("", &["topic", "list"], EXIT_USAGE);
+
     let broker = Broker::start();
     let address = broker.bootstrap();
     let b = address.as_str();
+    let from_env = ringlog_env(&["topic", "list"], &[("RINGLOG_BROKERS", b)]);
+    assert!(from_env.status.success(), "{}", from_env.stderr_text());
     let zero = fails(b, &["topic", "create", "t", "-p", "0"], EXIT_USAGE);
     assert!(zero.contains("at least 1 partition"), "{zero}");
     let nothing = fails(b, &["topic", "alter-config", "t"], EXIT_USAGE);

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -22,6 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
+use common::rdkafka::client_config;
 use common::{unique_topic, Broker};
 
 /// Partitions of the multi-partition topics.
@@ -205,15 +205,6 @@ impl ProducerContext for Deliveries {
             .expect("no delivery callback panicked")
             .push((*index, outcome));
     }
-}
-
-fn client_config(bootstrap: &str, settings: &[(&str, &str)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", bootstrap);
-    for (key, value) in settings {
-        config.set(*key, *value);
-    }
-    config
 }
 
 /// Creates `topics` (name, partitions, configs) and waits until each has a leader on every

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{run_bounded, Broker};
+use common::{ringlog_command, run_bounded, Broker};
 
 /// How long a `ringlog` call that fails at argument parsing may take.
 const USAGE_ERROR_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,12 +88,7 @@ fn log_level_debug_beats_rust_log() {
 
 /// Runs `ringlog ARGS` with `env` added, expecting a usage error; returns its stderr.
 fn usage_error(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RINGLOG_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = ringlog_command();
     command
         .args(args)
         .envs(env.iter().copied())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 };
 use ringlog_net::client::admin::{self, Layout};
 use ringlog_net::client::group::{GroupMember, HEARTBEAT_INTERVAL};
-use ringlog_net::client::{error_name, text, Connection};
+use ringlog_net::client::{error_name, text, wrong_kind, Connection};
 
 use super::producer::{insert_range, OffsetRanges, Shared};
 use super::records::{clock, walk_records, TIMESTAMP_BYTES};
@@ -328,7 +328,7 @@ impl Consumer {
             let (_, response) =
                 connection.call(ApiKey::Fetch, FETCH_VERSIONS, RequestKind::Fetch(request))?;
             let ResponseKind::Fetch(response) = response else {
-                bail!("Fetch answered with another response kind");
+                return Err(wrong_kind(ApiKey::Fetch).into());
             };
             if response.error_code != 0 {
                 self.shared

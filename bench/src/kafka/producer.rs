@@ -24,7 +24,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind
 use super::records::{clock, encode_batch, Codec, Payload};
 use crate::measure::new_histogram;
 use ringlog_net::client::{decode_response, encode_request, Connection, Receiver, Sender};
-use ringlog_net::client::{error_name, text};
+use ringlog_net::client::{error_name, text, wrong_kind};
 
 /// Kafka's built-in partitioner for keyless records (KIP-794): records stay on one partition
 /// until `batch.size` bytes have gone to it, then move to the next once its last batch is full
@@ -606,7 +606,7 @@ fn read_acks(
         );
         release();
         let ResponseKind::Produce(response) = response? else {
-            bail!("Produce answered with another response kind");
+            return Err(wrong_kind(ApiKey::Produce).into());
         };
         let measure_from = shared.measure_from_us.load(Ordering::Relaxed);
         for (slot, count, bytes, created) in &request.batches {

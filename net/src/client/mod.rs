@@ -46,7 +46,7 @@ pub fn text(value: &str) -> StrBytes {
 }
 
 /// The error for a response of the wrong kind (a broker bug, or a client one).
-pub(crate) fn wrong_kind(key: ApiKey) -> Error {
+pub fn wrong_kind(key: ApiKey) -> Error {
     Error::Peer(format!("{key:?} answered with another response kind"))
 }
 

@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, MetadataRequest, MetadataResponse, RequestKind, ResponseKind, TopicName,
 };
-use ringlog_net::client::{group, text, Connection};
+use ringlog_net::client::{group, text, wrong_kind, Connection};
 
 use super::{CliError, CliResult, Connect, CLIENT_ID};
 
@@ -80,17 +80,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first of `connect.brokers` that answers.
+    /// Connects to the first of the bootstrap brokers that answers.
     pub fn connect(connect: &Connect) -> CliResult<Client> {
-        let addresses: Vec<&str> = connect
-            .brokers
-            .split(',')
-            .map(str::trim)
-            .filter(|address| !address.is_empty())
-            .collect();
-        if addresses.is_empty() {
-            return Err(CliError::usage("--brokers names no broker"));
-        }
+        let addresses = connect.addresses()?;
         let mut last_error = None;
         for address in &addresses {
             match Connection::connect(address, CLIENT_ID) {
@@ -152,9 +144,7 @@ impl Client {
             RequestKind::Metadata(request),
         )?;
         let ResponseKind::Metadata(response) = response else {
-            return Err(CliError::failed(
-                "Metadata answered with another response kind",
-            ));
+            return Err(wrong_kind(ApiKey::Metadata).into());
         };
         let metadata = convert(response);
         self.brokers = metadata

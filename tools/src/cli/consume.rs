@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::records::{Record, RecordBatchDecoder};
 use ringlog_net::client::admin;
 use ringlog_net::client::group::{GroupMember, HEARTBEAT_INTERVAL};
-use ringlog_net::client::text;
+use ringlog_net::client::{text, wrong_kind};
 use serde::Serialize;
 
 use super::client::{Client, TopicInfo};
@@ -475,9 +475,7 @@ impl Consumer<'_> {
                 RequestKind::Fetch(request),
             )?;
             let ResponseKind::Fetch(response) = response else {
-                return Err(CliError::failed(
-                    "Fetch answered with another response kind",
-                ));
+                return Err(wrong_kind(ApiKey::Fetch).into());
             };
             if response.error_code != 0 {
                 return Err(CliError::kafka(

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
 };
 use ringlog_net::client::admin;
 use ringlog_net::client::group::{self, GroupMember};
-use ringlog_net::client::{error_name, text, Connection};
+use ringlog_net::client::{error_name, text, wrong_kind, Connection};
 use serde::Serialize;
 
 use super::client::Client;
@@ -106,9 +106,7 @@ fn list(connect: &Connect) -> CliResult {
             RequestKind::ListGroups(ListGroupsRequest::default()),
         )?;
         let ResponseKind::ListGroups(response) = response else {
-            return Err(CliError::failed(
-                "ListGroups answered with another response kind",
-            ));
+            return Err(wrong_kind(ApiKey::ListGroups).into());
         };
         if response.error_code != 0 {
             return Err(CliError::kafka(
@@ -181,9 +179,7 @@ fn group_state(coordinator: &mut Connection, group: &str) -> CliResult<Option<Gr
         RequestKind::DescribeGroups(request),
     )?;
     let ResponseKind::DescribeGroups(response) = response else {
-        return Err(CliError::failed(
-            "DescribeGroups answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::DescribeGroups).into());
     };
     let Some(described) = response.groups.into_iter().next() else {
         return Err(CliError::failed("DescribeGroups answered for no group"));
@@ -240,9 +236,7 @@ fn consumer_group_state(
         RequestKind::ConsumerGroupDescribe(request),
     )?;
     let ResponseKind::ConsumerGroupDescribe(response) = response else {
-        return Err(CliError::failed(
-            "ConsumerGroupDescribe answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::ConsumerGroupDescribe).into());
     };
     let Some(described) = response.groups.into_iter().next() else {
         return Ok(None);
@@ -293,9 +287,7 @@ fn committed_offsets(
         RequestKind::OffsetFetch(request),
     )?;
     let ResponseKind::OffsetFetch(response) = response else {
-        return Err(CliError::failed(
-            "OffsetFetch answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::OffsetFetch).into());
     };
     if response.error_code != 0 {
         return Err(CliError::kafka(
@@ -485,9 +477,7 @@ fn delete(connect: &Connect, groups: &[String]) -> CliResult {
             RequestKind::DeleteGroups(request),
         )?;
         let ResponseKind::DeleteGroups(response) = response else {
-            return Err(CliError::failed(
-                "DeleteGroups answered with another response kind",
-            ));
+            return Err(wrong_kind(ApiKey::DeleteGroups).into());
         };
         for result in response.results {
             if result.error_code != 0 && failure.is_none() {

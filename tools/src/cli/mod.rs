@@ -1,7 +1,9 @@
 //! The client subcommands (`topic`, `produce`, `consume`, `group`, `cluster`): they speak the
 //! Kafka protocol through `ringlog_net::client`, so they work against any Kafka-compatible
-//! broker, print tables (or `--json`), and exit with a status a script can act on.
+//! broker, print tables (or `--json`), and exit with a status a script can act on. Only
+//! `cluster info` also asks a Ringlog broker's admin HTTP API, for its shards, when it answers.
 
+pub mod admin_http;
 pub mod client;
 pub mod cluster;
 pub mod consume;
@@ -33,21 +35,44 @@ pub const BROKERS_DEFAULT: &str = "127.0.0.1:9092";
 /// The client id the subcommands send, so a broker's logs and metrics can tell them apart.
 pub const CLIENT_ID: &str = "ringlog-cli";
 
+/// Names the bootstrap brokers when `--brokers` does not.
+pub const BROKERS_ENV: &str = "RINGLOG_BROKERS";
+
 /// Where the cluster is and how to print: shared by every client subcommand.
 #[derive(Clone, Debug, Args)]
 pub struct Connect {
-    /// Bootstrap brokers, comma-separated HOST:PORT; any one that answers is enough.
-    #[arg(
-        long,
-        value_name = "HOST:PORT,...",
-        env = "RINGLOG_BROKERS",
-        default_value = BROKERS_DEFAULT
-    )]
-    pub brokers: String,
+    /// Bootstrap brokers, comma-separated HOST:PORT; any one that answers is enough
+    /// [env: RINGLOG_BROKERS] [default: 127.0.0.1:9092]
+    // Not clap's `env`: it would take an empty variable for an empty list instead of unset.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
 
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+impl Connect {
+    /// The bootstrap brokers' addresses: `--brokers`, else `RINGLOG_BROKERS` unless it is empty,
+    /// else [`BROKERS_DEFAULT`]. A list that names none is a usage error.
+    pub fn addresses(&self) -> CliResult<Vec<String>> {
+        let list = match &self.brokers {
+            Some(list) => list.clone(),
+            None => env_setting(BROKERS_ENV)?.unwrap_or_else(|| BROKERS_DEFAULT.to_string()),
+        };
+        let addresses: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addresses.is_empty() {
+            return Err(CliError::usage(format!(
+                "--brokers (or {BROKERS_ENV}) names no broker: {list:?}"
+            )));
+        }
+        Ok(addresses)
+    }
 }
 
 /// A failed client command: what went wrong, what to do about it, and the exit status.
@@ -217,6 +242,19 @@ fn kafka_hint(code: i16) -> (u8, Option<&'static str>) {
     }
 }
 
+/// The value of the environment variable `name`, if it is set and not empty: an empty variable
+/// counts as unset, as it does for `serve`'s settings and the log settings.
+pub fn env_setting(name: &str) -> CliResult<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(CliError::usage(format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
 /// Parses `key=value`, for `--config` and `--set`.
 pub fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -239,6 +277,37 @@ mod tests {
         assert_eq!(key_value("empty="), Ok(("empty".into(), String::new())));
         assert!(key_value("=x").is_err());
         assert!(key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn the_brokers_help_names_the_variable_and_the_default() {
+        use clap::CommandFactory;
+
+        #[derive(Debug, clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            connect: Connect,
+        }
+        let help = Probe::command().render_long_help().to_string();
+        assert!(help.contains(&format!("[env: {BROKERS_ENV}]")), "{help}");
+        assert!(
+            help.contains(&format!("[default: {BROKERS_DEFAULT}]")),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn brokers_split_on_commas_and_an_explicit_empty_list_is_a_usage_error() {
+        let connect = |brokers: &str| Connect {
+            brokers: Some(brokers.to_string()),
+            json: false,
+        };
+        assert_eq!(
+            connect(" a:1, ,b:2 ").addresses().ok(),
+            Some(vec!["a:1".to_string(), "b:2".to_string()])
+        );
+        let error = connect(" , ").addresses().err().map(|error| error.status);
+        assert_eq!(error, Some(EXIT_USAGE));
     }
 
     #[test]

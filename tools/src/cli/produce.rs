@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use ringlog_net::client::text;
+use ringlog_net::client::{text, wrong_kind};
 use serde::Serialize;
 
 use super::client::Client;
@@ -385,9 +385,7 @@ impl Sender<'_> {
         let (_, response) =
             connection.call(ApiKey::Produce, 3..=9, RequestKind::Produce(request))?;
         let ResponseKind::Produce(response) = response else {
-            return Err(CliError::failed(
-                "Produce answered with another response kind",
-            ));
+            return Err(wrong_kind(ApiKey::Produce).into());
         };
         for (partition, count, _) in &batches {
             let answer = response

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, IncrementalAlterConfigsRequest, RequestKind, ResponseKind, TopicName,
 };
 use ringlog_net::client::admin::{self, ADMIN_TIMEOUT_MS};
-use ringlog_net::client::{error_name, text};
+use ringlog_net::client::{error_name, text, wrong_kind};
 use serde::Serialize;
 
 use super::client::{Client, Metadata, TopicInfo};
@@ -233,9 +233,7 @@ fn create(
         RequestKind::CreateTopics(request),
     )?;
     let ResponseKind::CreateTopics(response) = response else {
-        return Err(CliError::failed(
-            "CreateTopics answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::CreateTopics).into());
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
@@ -412,9 +410,7 @@ fn describe(connect: &Connect, name: &str, all_configs: bool) -> CliResult {
         RequestKind::DescribeConfigs(request),
     )?;
     let ResponseKind::DescribeConfigs(response) = response else {
-        return Err(CliError::failed(
-            "DescribeConfigs answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::DescribeConfigs).into());
     };
     let mut configs = Vec::new();
     for result in &response.results {
@@ -524,9 +520,7 @@ fn delete(connect: &Connect, names: &[String]) -> CliResult {
         RequestKind::DeleteTopics(request),
     )?;
     let ResponseKind::DeleteTopics(response) = response else {
-        return Err(CliError::failed(
-            "DeleteTopics answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::DeleteTopics).into());
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
@@ -592,9 +586,7 @@ fn alter_config(
         RequestKind::IncrementalAlterConfigs(request),
     )?;
     let ResponseKind::IncrementalAlterConfigs(response) = response else {
-        return Err(CliError::failed(
-            "IncrementalAlterConfigs answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::IncrementalAlterConfigs).into());
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
@@ -642,9 +634,7 @@ fn add_partitions(connect: &Connect, name: &str, num: i32) -> CliResult {
         RequestKind::CreatePartitions(request),
     )?;
     let ResponseKind::CreatePartitions(response) = response else {
-        return Err(CliError::failed(
-            "CreatePartitions answered with another response kind",
-        ));
+        return Err(wrong_kind(ApiKey::CreatePartitions).into());
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();

@@ -63,7 +63,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
     let code = match command {
         LogCommand::Dump { .. } => {
             if json {
-                out.push_str(&dump::to_json(&scans).to_string());
+                out.push_str(&dump::to_json(&scans).context("writing the dump as JSON")?);
                 out.push('\n');
             } else {
                 for partition in &scans {

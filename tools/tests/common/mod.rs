@@ -9,6 +9,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod rdkafka;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -115,6 +117,19 @@ pub fn clients_dir() -> PathBuf {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
+}
+
+/// The `ringlog` binary under test, without the `RINGLOG_*` variables of the environment the
+/// tests run in: the binary reads its settings from them, and a test's outcome must depend on
+/// its own arguments only.
+pub fn ringlog_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RINGLOG_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// Held by every running [`Broker`] of a test binary. Each broker runs two shards and CI has two
@@ -304,18 +319,14 @@ impl Broker {
         panic!("the broker did not start: {last_failure}");
     }
 
-    /// One attempt: spawn and wait for an ApiVersions answer. On failure the child is gone.
+    /// One attempt: spawn and wait for an ApiVersions answer and, if the harness picked the
+    /// admin port, for that port to accept. On failure the child is gone.
     fn spawn_once(&mut self) -> Result<(), String> {
         let stderr_path = self.stderr_path();
         let stderr = File::create(&stderr_path).expect("create the broker's stderr file");
         let stdout = stderr.try_clone().expect("clone the stderr file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
-        // The broker reads RINGLOG_* settings from its environment: only the flags below count.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("RINGLOG_") {
-                command.env_remove(name);
-            }
-        }
+        // Only the flags below count.
+        let mut command = ringlog_command();
         command
             .arg("serve")
             .arg("--data-dir")
@@ -360,7 +371,14 @@ impl Broker {
                     ));
                 }
             }
-            if api_versions_ok(self.addr, Duration::from_millis(500)) {
+            // Shard 0 binds the admin port just after its Kafka listener, which another shard
+            // may have opened first: ready means both accept.
+            let admin_ok = || {
+                self.admin_addr.is_none_or(|admin| {
+                    TcpStream::connect_timeout(&admin, Duration::from_millis(500)).is_ok()
+                })
+            };
+            if api_versions_ok(self.addr, Duration::from_millis(500)) && admin_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
