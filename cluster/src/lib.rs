@@ -1,7 +1,9 @@
 //! Ringlog's cluster layer: the cluster metadata (topics, partitions, configs, producer ids)
-//! and the rules that change it. Today a single node is its own controller; replication,
-//! placement across brokers and leader election arrive with the cluster issue.
+//! and the rules that change it, and the controller quorum that replicates it (`controller`,
+//! not yet wired to `ringlog serve`, where a single node is still its own controller).
+//! Replication and placement across brokers arrive with the cluster issue.
 
+pub mod controller;
 pub mod metadata;
 
 pub use metadata::{ConfigChange, MetadataError, MetadataImage, TopicMetadata};
