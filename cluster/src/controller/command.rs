@@ -11,7 +11,7 @@ use crate::metadata::{ConfigChange, MetadataError, MetadataImage};
 
 /// The largest command, JSON-encoded, a controller accepts to propose. A CreateTopics of a few
 /// thousand topics with configs fits; a bigger one is a mistake, and every log entry has to fit
-/// in one replication frame with its neighbours.
+/// in one replication frame ([`super::FRAME_BYTES_MAX`]) with its neighbours.
 pub const COMMAND_BYTES_MAX: usize = 1024 * 1024;
 
 /// The longest broker host name: DNS's limit on a name.

@@ -4,10 +4,9 @@
 //! [`ControllerState`] (the [`MetadataImage`] and the registered brokers) with the same pure
 //! rules as the single-node controller, so all of them hold the same image.
 //!
-//! openraft 0.9 needs tokio, and shards run glommio, so a `ControllerNode` runs on its own
+//! openraft 0.9 needs tokio, and shards run glommio, so a [`ControllerNode`] runs on its own
 //! thread with its own tokio runtime and is reached through runtime-agnostic channels (tokio's
-//! `sync` types work from any thread and any executor). This step brings the commands and the
-//! durable stores; the transport and the node follow.
+//! `sync` types work from any thread and any executor).
 //!
 //! Not yet wired to `ringlog serve`: today's broker still runs the single-node controller in
 //! `net/src/controller.rs`.
@@ -16,9 +15,15 @@
 //! - `record`: the checksummed record framing shared by every file below.
 //! - `log_store`: the durable raft log and vote (openraft's `RaftLogStorage`).
 //! - `state_machine`: the state machine and its durable snapshots (`RaftStateMachine`).
+//! - `network`: length-prefixed frames of serde-encoded RPCs over TCP, both sides.
+//! - `quorum`: the `--controller-quorum` list.
+//! - `node`: [`ControllerNode`], the thread, bootstrap, proposing and following.
 
 mod command;
 mod log_store;
+mod network;
+mod node;
+mod quorum;
 mod record;
 mod state_machine;
 
@@ -30,6 +35,9 @@ pub use command::{
     COMMAND_BYTES_MAX,
 };
 pub use log_store::{LogStore, LOG_FILE, VOTE_FILE};
+pub use network::FRAME_BYTES_MAX;
+pub use node::{ControllerConfig, ControllerNode, ControllerTuning, PROPOSE_TIMEOUT};
+pub use quorum::{Quorum, QuorumMember};
 pub use state_machine::{StateMachineStore, SNAPSHOT_FILE};
 
 #[cfg(doc)]
