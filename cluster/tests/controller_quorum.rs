@@ -293,7 +293,9 @@ fn all_three_controllers_restart_from_disk_with_their_state_intact() {
         cluster.stop(id);
     }
     for id in 1..=3 {
+        // Every controller restarts from a snapshot and the log after it.
         assert!(cluster.data_dir(id).join(LOG_FILE).exists());
+        assert!(cluster.data_dir(id).join(SNAPSHOT_FILE).exists());
         cluster.restart(id);
     }
     let leader = cluster.leader();
