@@ -1,9 +1,11 @@
 //! Ringlog's cluster layer: the cluster metadata (topics, partitions, configs, producer ids)
-//! and the rules that change it, and the rules of partition replication (ISR, high watermark,
-//! leader epochs, leader election) as pure state machines. Today a single node is its own
-//! controller and the replication rules are not yet driven by the broker; placement across
-//! brokers arrives with the cluster issue.
+//! and the rules that change it; the controller quorum that replicates it (`controller`, on
+//! openraft); and the rules of partition replication (ISR, high watermark, leader epochs,
+//! leader election) as pure state machines (`replication`). Neither the quorum nor the
+//! replication rules are driven by `ringlog serve` yet: a single node is still its own
+//! controller.
 
+pub mod controller;
 pub mod metadata;
 pub mod replication;
 

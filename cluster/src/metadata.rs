@@ -16,8 +16,9 @@ pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 /// plan, and is refused rather than filling the disk.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
-/// Why a metadata command was refused; `net` maps each to Kafka's error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a metadata command was refused; `net` maps each to Kafka's error code. Serializable
+/// because the replicated controller sends a command's result back to the broker that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MetadataError {
     #[error("topic '{0}' already exists")]
@@ -32,6 +33,18 @@ pub enum MetadataError {
     InvalidReplicationFactor(i32),
     #[error("invalid config {key}: {reason}")]
     InvalidConfig { key: String, reason: String },
+    #[error("unknown broker {0}")]
+    UnknownBroker(i32),
+    /// A broker spoke for a registration that has since been replaced (it restarted, or another
+    /// process took its id): Kafka's STALE_BROKER_EPOCH.
+    #[error("broker {broker_id}: epoch {epoch} is stale, the current registration has {current}")]
+    StaleBrokerEpoch {
+        broker_id: i32,
+        epoch: u64,
+        current: u64,
+    },
+    #[error("invalid broker registration: {0}")]
+    InvalidBrokerRegistration(String),
 }
 
 /// One topic.
@@ -58,7 +71,8 @@ pub struct MetadataImage {
 /// A config change of AlterConfigs / IncrementalAlterConfigs: set or remove an override, or
 /// add items to / remove items from a list config. List changes are resolved against the value
 /// the topic has when the controller applies them, so concurrent edits are not lost.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable because it travels inside the replicated controller's log entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigChange {
     Set(String, String),
     Delete(String),
