@@ -15,7 +15,7 @@ fi
 # kcat for the kcat tests; a C toolchain, make, pkg-config and zlib's headers for the rdkafka
 # crate's bundled librdkafka build (its zstd is built by zstd-sys); python3-venv in case the
 # machine's python3 is Debian's; Chromium, and Node.js and npm for Playwright, for the web
-# console's browser test.
+# console's browser test; iproute2 and nftables for the tests across network namespaces.
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
     echo "installing $* needs root" >&2; exit 1; fi
@@ -49,6 +49,8 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
