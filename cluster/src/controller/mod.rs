@@ -25,6 +25,7 @@ mod network;
 mod node;
 mod quorum;
 mod record;
+pub mod sessions;
 mod state_machine;
 
 use std::io::Cursor;
