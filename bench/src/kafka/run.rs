@@ -77,7 +77,7 @@ pub struct KafkaArgs {
     /// Name of the broker in the results (e.g. ringlog, tansu-memory).
     #[arg(long, default_value = "broker")]
     pub broker: String,
-    /// Topics to create (named PREFIX-<time>-<n>) and delete afterwards.
+    /// Topics to create (named `PREFIX-<time>-<n>`) and delete afterwards.
     #[arg(long, default_value_t = 1)]
     pub topics: usize,
     #[arg(long, default_value = "bench")]

@@ -31,9 +31,9 @@ use tokio::sync::Semaphore;
 use super::command::{CommandResponse, MetadataCommand};
 use super::{ControllerId, Raft, TypeConfig};
 
-/// The largest frame, either way. An AppendEntries carries at most [`PAYLOAD_ENTRIES_MAX`]
+/// The largest frame, either way. An AppendEntries carries at most `PAYLOAD_ENTRIES_MAX`
 /// commands of at most [`super::COMMAND_BYTES_MAX`] each (16 MiB), and a snapshot chunk of
-/// [`SNAPSHOT_CHUNK_BYTES`] is at most 4 MiB as a JSON array of numbers; 32 MiB holds either
+/// `SNAPSHOT_CHUNK_BYTES` is at most 4 MiB as a JSON array of numbers; 32 MiB holds either
 /// with room, and refuses a garbage length before anything is allocated for it.
 pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
 

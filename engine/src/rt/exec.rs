@@ -23,7 +23,7 @@ use crate::{Error, Result, ShardId};
 ///
 /// 16 MiB holds sixteen 1 MiB segment writes or read-aheads in flight per shard, more than a
 /// shard issues at once under normal load; anything beyond it still works, from unregistered
-/// heap buffers at a small cost per I/O. It is pinned memory: see [`raise_memlock_limit`].
+/// heap buffers at a small cost per I/O. It is pinned memory: see `raise_memlock_limit`.
 pub const DEFAULT_IO_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a task queue may run before glommio checks whether another queue should run.
@@ -60,7 +60,7 @@ pub const LATENCY_QUEUE_SHARES: usize = 1000;
 /// latency queue leaves the background queue the whole core.
 pub const BACKGROUND_QUEUE_SHARES: usize = 100;
 
-/// How often the stall guard rings every executor's doorbell; see [`with_stall_guard`].
+/// How often the stall guard rings every executor's doorbell; see `with_stall_guard`.
 ///
 /// glommio 0.9 sometimes parks an executor that still has runnable tasks, and nothing on that
 /// executor can wake it again. 1 ms bounds that stall well under the few-ms produce latency we

@@ -1,5 +1,5 @@
 //! The admin endpoints: each gathers what it needs from every shard, one bus message per shard
-//! per request ([`snapshot::take`] runs on the shard that owns the data), and answers JSON, or
+//! per request ([`super::snapshot::take`] runs on the shard that owns the data), and answers JSON, or
 //! the Prometheus text for `/metrics`.
 
 use std::collections::HashMap;

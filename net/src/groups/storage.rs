@@ -163,8 +163,8 @@ pub fn decode_offset(bytes: &[u8]) -> Result<CommittedOffset, String> {
 
 /// A group record's value: a layout byte, then the snapshot as JSON (a snapshot is written
 /// once per rebalance, so compactness matters less than being readable with `ringlog log dump`).
-/// The layout byte says which protocol the group speaks: [`VALUE_VERSION`] a classic group,
-/// [`GROUP_VALUE_CONSUMER`] a consumer-protocol (KIP-848) group. A group id has one record key
+/// The layout byte says which protocol the group speaks: `VALUE_VERSION` a classic group,
+/// `GROUP_VALUE_CONSUMER` a consumer-protocol (KIP-848) group. A group id has one record key
 /// whichever it speaks, so the latest snapshot also says which it speaks now.
 pub fn encode_group(snapshot: &StoredGroup) -> Vec<u8> {
     let (layout, json) = match snapshot {
