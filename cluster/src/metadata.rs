@@ -1,12 +1,15 @@
-//! The cluster's metadata as a plain value: topics, their partitions and config overrides, the
-//! cluster id, and the producer-id counter. Changes are pure functions that validate and apply
-//! one command, so the same rules serve a single-node controller today and a replicated
-//! state machine later.
+//! The cluster's metadata as a plain value: topics, their partitions (replicas, leader, ISR,
+//! epochs) and config overrides, the cluster id, and the producer-id counter. Changes are pure
+//! functions that validate and apply one command, so the same rules serve a single-node
+//! controller today and a replicated state machine later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ringlog_engine::config::LogConfig;
+use ringlog_engine::{LeaderEpoch, NodeId};
 use serde::{Deserialize, Serialize};
+
+use crate::replication::PartitionEpoch;
 
 /// Kafka's limit on a topic name's length (249: a partition directory name stays under 255).
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
@@ -29,8 +32,68 @@ pub enum MetadataError {
     InvalidTopic { name: String, reason: String },
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
-    #[error("invalid replication factor {0}: this cluster has 1 broker")]
-    InvalidReplicationFactor(i32),
+    /// INVALID_REPLICATION_FACTOR, with the reason (more replicas than brokers, not positive).
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// INVALID_REPLICA_ASSIGNMENT: a manual assignment names an unknown broker, a broker twice,
+    /// or differs in length between partitions.
+    #[error("INVALID_REPLICA_ASSIGNMENT: {0}")]
+    InvalidReplicaAssignment(String),
+    /// INVALID_REQUEST: a request Kafka would refuse as malformed (an AlterPartition from a
+    /// broker that is not the leader, an empty ISR, partition counts next to an assignment).
+    #[error("INVALID_REQUEST: {0}")]
+    InvalidRequest(String),
+    #[error("UNKNOWN_TOPIC_OR_PARTITION: {topic}-{partition}")]
+    UnknownTopicOrPartition { topic: String, partition: i32 },
+    /// NOT_CONTROLLER: a request names an epoch newer than the controller's, so it was built
+    /// from a state this controller has not applied; Kafka answers this so the sender finds
+    /// the active controller and retries.
+    #[error("NOT_CONTROLLER: {topic}-{partition}: {what} {received} is newer than the controller's {current}")]
+    NotController {
+        topic: String,
+        partition: i32,
+        what: String,
+        received: i32,
+        current: i32,
+    },
+    #[error(
+        "FENCED_LEADER_EPOCH: {topic}-{partition}: leader epoch {received} is older than {current}"
+    )]
+    FencedLeaderEpoch {
+        topic: String,
+        partition: i32,
+        received: i32,
+        current: i32,
+    },
+    #[error("INVALID_UPDATE_VERSION: {topic}-{partition}: partition epoch {received} is older than {current}")]
+    InvalidUpdateVersion {
+        topic: String,
+        partition: i32,
+        received: i32,
+        current: i32,
+    },
+    /// INELIGIBLE_REPLICA: a proposed ISR member is not a replica, is fenced, or is shutting down.
+    #[error("INELIGIBLE_REPLICA: {topic}-{partition}: broker {broker_id} {reason}")]
+    IneligibleReplica {
+        topic: String,
+        partition: i32,
+        broker_id: i32,
+        reason: String,
+    },
+    #[error("PREFERRED_LEADER_NOT_AVAILABLE: {topic}-{partition}: preferred leader {broker_id} is not live or not in the ISR")]
+    PreferredLeaderNotAvailable {
+        topic: String,
+        partition: i32,
+        broker_id: i32,
+    },
+    #[error("ELECTION_NOT_NEEDED: {topic}-{partition}")]
+    ElectionNotNeeded { topic: String, partition: i32 },
+    #[error("ELIGIBLE_LEADERS_NOT_AVAILABLE: {topic}-{partition}: no live replica")]
+    EligibleLeadersNotAvailable { topic: String, partition: i32 },
+    /// A broker in controlled shutdown asked to be unfenced: it must register again (restart)
+    /// to come back, as in KRaft.
+    #[error("broker {0} is in controlled shutdown")]
+    BrokerInControlledShutdown(i32),
     #[error("invalid config {key}: {reason}")]
     InvalidConfig { key: String, reason: String },
     #[error("unknown broker {0}")]
@@ -47,6 +110,92 @@ pub enum MetadataError {
     InvalidBrokerRegistration(String),
 }
 
+/// Kafka's `NO_LEADER`: a partition with no leader is offline.
+pub const NO_LEADER: i32 = -1;
+
+/// One partition as the controller registers it (KRaft's `PartitionRegistration`). Ids and
+/// epochs are Kafka's wire integers, so the JSON reads like Kafka's own records; the typed
+/// views ([`PartitionRegistration::leader`]) are for the replication rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRegistration {
+    /// The assigned brokers, in placement order: the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas: a non-empty subset of `replicas`. A fenced broker stays in it only
+    /// as its last member (the partition is then offline until it returns): Kafka never
+    /// shrinks an ISR to nothing, so the controller still knows who has every record.
+    pub isr: Vec<i32>,
+    /// The leader's broker id, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped whenever the leader changes (also to and from [`NO_LEADER`]), KIP-101.
+    pub leader_epoch: i32,
+    /// Bumped by every change to the registration (KIP-497's `partitionEpoch`), so that an
+    /// AlterPartition built on an older version is refused.
+    pub partition_epoch: i32,
+}
+
+impl PartitionRegistration {
+    /// A new partition on `replicas` with the first of `isr` in replica order as leader (or
+    /// none, when `isr` is empty: then the ISR is all replicas and the partition waits for one
+    /// of them), at epochs 0.
+    pub fn new(replicas: Vec<i32>, isr: Vec<i32>) -> Self {
+        let leader = replicas
+            .iter()
+            .copied()
+            .find(|replica| isr.contains(replica))
+            .unwrap_or(NO_LEADER);
+        let isr = if isr.is_empty() {
+            replicas.clone()
+        } else {
+            isr
+        };
+        PartitionRegistration {
+            replicas,
+            isr,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        (self.leader != NO_LEADER).then_some(NodeId(self.leader))
+    }
+
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        LeaderEpoch(self.leader_epoch)
+    }
+
+    pub fn partition_epoch(&self) -> PartitionEpoch {
+        PartitionEpoch(self.partition_epoch)
+    }
+
+    /// The registration's problems, or none: what every change keeps true, checked again on
+    /// every image read back from disk.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        if self.replicas.is_empty() || !self.replicas.iter().all(|id| seen.insert(*id)) {
+            return Err(format!(
+                "replicas {:?} are empty or repeat a broker",
+                self.replicas
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        if self.isr.is_empty() || !self.isr.iter().all(|id| seen.insert(*id)) {
+            return Err(format!("ISR {:?} is empty or repeats a broker", self.isr));
+        }
+        if let Some(stranger) = self.isr.iter().find(|id| !self.replicas.contains(id)) {
+            return Err(format!("ISR member {stranger} is not a replica"));
+        }
+        if self.leader != NO_LEADER && !self.isr.contains(&self.leader) {
+            return Err(format!("leader {} is not in the ISR", self.leader));
+        }
+        if self.leader_epoch < 0 || self.partition_epoch < 0 {
+            return Err("negative epoch".into());
+        }
+        Ok(())
+    }
+}
+
 /// One topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMetadata {
@@ -55,6 +204,28 @@ pub struct TopicMetadata {
     pub partition_count: i32,
     /// Config overrides under Kafka's names; the rest come from the broker's defaults.
     pub configs: BTreeMap<String, String>,
+    /// Partition `i`'s registration at index `i`, one per partition; or none at all for a
+    /// topic of the single-node controller, whose one broker holds every partition and leads
+    /// it at epoch 0 (the files it wrote before partitions were registered have no such field,
+    /// and still load).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionRegistration>,
+}
+
+impl TopicMetadata {
+    /// Whether the controller placed this topic's partitions (see [`TopicMetadata::partitions`]).
+    pub fn is_placed(&self) -> bool {
+        !self.partitions.is_empty()
+    }
+
+    /// The topic's `unclean.leader.election.enable` override. The controller does not know
+    /// brokers' defaults, so only the topic's own setting allows an unclean election (Kafka's
+    /// default is false).
+    pub fn unclean_leader_election_enable(&self) -> bool {
+        self.configs
+            .get("unclean.leader.election.enable")
+            .is_some_and(|value| value == "true")
+    }
 }
 
 /// All of the cluster's metadata. Every shard holds a copy; the controller changes it.
@@ -111,7 +282,8 @@ impl MetadataImage {
             .find(|(_, topic)| topic.topic_id == topic_id)
     }
 
-    /// Validates a CreateTopics entry without applying it (also its `validate_only` mode).
+    /// Validates a CreateTopics entry for the single-node controller, whose one broker takes
+    /// every replica, without applying it (also its `validate_only` mode).
     pub fn check_create_topic(
         &self,
         name: &str,
@@ -120,20 +292,91 @@ impl MetadataImage {
         configs: &BTreeMap<String, String>,
         defaults: &[(String, String)],
     ) -> Result<(), MetadataError> {
+        self.check_new_topic(name, configs, defaults)?;
+        check_partition_count(partition_count)?;
+        if replication_factor != 1 {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "{replication_factor}: this cluster has 1 broker"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The checks of a new topic that do not depend on its placement: the name is valid and
+    /// free, and the configs are valid over the broker's `defaults`.
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+        defaults: &[(String, String)],
+    ) -> Result<(), MetadataError> {
         validate_topic_name(name)?;
         if self.topics.contains_key(name) {
             return Err(MetadataError::TopicExists(name.to_string()));
         }
-        if !(1..=TOPIC_PARTITIONS_MAX).contains(&partition_count) {
-            return Err(MetadataError::InvalidPartitions(format!(
-                "{partition_count} is outside 1..={TOPIC_PARTITIONS_MAX}"
-            )));
-        }
-        if replication_factor != 1 {
-            return Err(MetadataError::InvalidReplicationFactor(replication_factor));
-        }
         effective_log_config(defaults, configs)?;
         Ok(())
+    }
+
+    /// Adds a topic whose partitions the controller placed: `partitions[i]` is partition `i`
+    /// (after [`MetadataImage::check_new_topic`] and placement).
+    pub fn create_placed_topic(
+        &mut self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        topic_id: u128,
+        partitions: Vec<PartitionRegistration>,
+    ) {
+        assert!(!self.topics.contains_key(name), "checked before creating");
+        assert!(!partitions.is_empty(), "placed before creating");
+        assert!(partitions.len() <= TOPIC_PARTITIONS_MAX as usize);
+        for partition in &partitions {
+            assert_eq!(
+                partition.check(),
+                Ok(()),
+                "placement makes valid partitions"
+            );
+        }
+        self.topics.insert(
+            name.to_string(),
+            TopicMetadata {
+                topic_id,
+                partition_count: partitions.len() as i32,
+                configs,
+                partitions,
+            },
+        );
+        self.version += 1;
+    }
+
+    /// The registration of partition `index` of `topic`, if it is placed.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionRegistration> {
+        let index = usize::try_from(index).ok()?;
+        self.topics.get(topic)?.partitions.get(index)
+    }
+
+    /// The same, to change it; every change bumps the image's version.
+    pub fn partition_mut(&mut self, topic: &str, index: i32) -> Option<&mut PartitionRegistration> {
+        let index = usize::try_from(index).ok()?;
+        self.topics.get_mut(topic)?.partitions.get_mut(index)
+    }
+
+    /// Grows a placed topic by `added`, the registrations of its new partitions in order
+    /// (after [`MetadataImage::check_create_partitions`] and placement).
+    pub fn add_placed_partitions(&mut self, name: &str, added: Vec<PartitionRegistration>) {
+        let topic = self.topics.get_mut(name).expect("checked before growing");
+        assert!(topic.is_placed() && !added.is_empty());
+        for partition in &added {
+            assert_eq!(
+                partition.check(),
+                Ok(()),
+                "placement makes valid partitions"
+            );
+        }
+        topic.partitions.extend(added);
+        assert!(topic.partitions.len() <= TOPIC_PARTITIONS_MAX as usize);
+        topic.partition_count = topic.partitions.len() as i32;
+        self.version += 1;
     }
 
     /// Adds a topic (after [`MetadataImage::check_create_topic`]).
@@ -151,6 +394,7 @@ impl MetadataImage {
                 topic_id,
                 partition_count,
                 configs,
+                partitions: Vec::new(),
             },
         );
         self.version += 1;
@@ -189,8 +433,15 @@ impl MetadataImage {
         Ok(topic.partition_count)
     }
 
+    /// Grows a topic of the single-node controller (unplaced); a placed topic grows with
+    /// [`MetadataImage::add_placed_partitions`], and is refused here.
     pub fn create_partitions(&mut self, name: &str, new_total: i32) -> Result<i32, MetadataError> {
         let old = self.check_create_partitions(name, new_total)?;
+        if self.topics.get(name).is_some_and(TopicMetadata::is_placed) {
+            return Err(MetadataError::InvalidReplicaAssignment(format!(
+                "topic '{name}' has placed partitions; new ones need replicas"
+            )));
+        }
         if let Some(topic) = self.topics.get_mut(name) {
             topic.partition_count = new_total;
         }
@@ -273,9 +524,44 @@ impl MetadataImage {
         serde_json::to_vec_pretty(self).expect("metadata always serializes")
     }
 
+    /// Parses an image and checks what every change keeps true (pair assertions: a file
+    /// edited by hand or damaged is an error here, not a panic later).
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|error| error.to_string())
+        let image: MetadataImage =
+            serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+        image.check()?;
+        Ok(image)
     }
+
+    /// The image's problems, or none: each placed topic has one valid registration per
+    /// partition.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, topic) in &self.topics {
+            if topic.is_placed() && topic.partitions.len() != topic.partition_count as usize {
+                return Err(format!(
+                    "topic '{name}' has {} partitions but {} registrations",
+                    topic.partition_count,
+                    topic.partitions.len()
+                ));
+            }
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                partition
+                    .check()
+                    .map_err(|reason| format!("partition {name}-{index}: {reason}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's bounds on a new topic's partition count (and [`TOPIC_PARTITIONS_MAX`]).
+pub fn check_partition_count(partition_count: i32) -> Result<(), MetadataError> {
+    if !(1..=TOPIC_PARTITIONS_MAX).contains(&partition_count) {
+        return Err(MetadataError::InvalidPartitions(format!(
+            "{partition_count} is outside 1..={TOPIC_PARTITIONS_MAX}"
+        )));
+    }
+    Ok(())
 }
 
 /// The log config a topic runs with: engine defaults, then the broker's topic defaults, then the
@@ -362,7 +648,9 @@ mod tests {
         );
         assert_eq!(
             image.check_create_topic("t", 1, 3, &none, &[]),
-            Err(MetadataError::InvalidReplicationFactor(3))
+            Err(MetadataError::InvalidReplicationFactor(
+                "3: this cluster has 1 broker".into()
+            ))
         );
         let bad: BTreeMap<_, _> = [("retention.ms".to_string(), "soon".to_string())].into();
         assert!(matches!(
@@ -466,5 +754,51 @@ mod tests {
         image.allocate_producer_id();
         let back = MetadataImage::from_json(&image.to_json()).expect("parses");
         assert_eq!(back, image);
+        // An unplaced topic is written as before partitions were registered.
+        assert!(!String::from_utf8_lossy(&image.to_json()).contains("partitions\":"));
+    }
+
+    #[test]
+    fn placed_topics_round_trip_and_are_checked_when_read() {
+        let mut image = image();
+        let partitions = vec![
+            PartitionRegistration::new(vec![1, 2, 3], vec![1, 2, 3]),
+            PartitionRegistration::new(vec![2, 3, 1], vec![3]),
+        ];
+        image.create_placed_topic("t", BTreeMap::new(), 5, partitions);
+        assert_eq!(image.partition("t", 1).map(|p| p.leader), Some(3));
+        assert_eq!(image.partition("t", 2), None);
+        assert_eq!(image.partition("t", -1), None);
+        let back = MetadataImage::from_json(&image.to_json()).expect("parses");
+        assert_eq!(back, image);
+        image.partition_mut("t", 0).expect("placed").leader = 9;
+        let error = MetadataImage::from_json(&image.to_json()).expect_err("leader outside ISR");
+        assert!(error.contains("leader 9 is not in the ISR"), "{error}");
+        // Placed topics grow only with replicas.
+        image.partition_mut("t", 0).expect("placed").leader = 1;
+        assert!(matches!(
+            image.create_partitions("t", 3),
+            Err(MetadataError::InvalidReplicaAssignment(_))
+        ));
+        image.add_placed_partitions("t", vec![PartitionRegistration::new(vec![3], vec![3])]);
+        assert_eq!(image.topic("t").map(|topic| topic.partition_count), Some(3));
+    }
+
+    /// A `cluster-metadata.json` as the single-node controller wrote it before partitions were
+    /// registered (made by that code's `to_json`) still loads, unplaced, and is written back
+    /// byte for byte.
+    #[test]
+    fn a_file_from_before_partition_registrations_loads() {
+        let before = include_str!("../tests/fixtures/cluster-metadata-before-placement.json");
+        let image = MetadataImage::from_json(before.as_bytes()).expect("loads");
+        let orders = image.topic("orders").expect("present");
+        assert_eq!(orders.partition_count, 3);
+        assert!(!orders.is_placed());
+        assert_eq!(
+            image.topic("__consumer_offsets").map(|t| t.partition_count),
+            Some(50)
+        );
+        assert_eq!(image.next_producer_id, 1);
+        assert_eq!(String::from_utf8_lossy(&image.to_json()), before.trim_end());
     }
 }

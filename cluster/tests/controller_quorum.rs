@@ -49,9 +49,41 @@ fn create_topic(name: &str) -> MetadataCommand {
             replication_factor: 1,
             configs: BTreeMap::new(),
             topic_id: new_topic_id(),
+            assignments: Vec::new(),
         }],
         topic_defaults: Vec::new(),
     }
+}
+
+/// Registers and unfences broker 1 through controller `via`: topics are placed on unfenced
+/// brokers, so a quorum with none refuses to create them.
+fn add_broker(cluster: &Cluster, via: ControllerId) {
+    let register = MetadataCommand::RegisterBroker {
+        broker_id: 1,
+        incarnation_id: 1,
+        host: "broker-1".into(),
+        port: 9092,
+        rack: None,
+    };
+    let broker_epoch = match cluster
+        .node(via)
+        .propose_blocking(register)
+        .expect("committed")
+    {
+        CommandResponse::Broker(Ok(epoch)) => epoch,
+        other => panic!("not a registration: {other:?}"),
+    };
+    let unfence = MetadataCommand::UnfenceBroker {
+        broker_id: 1,
+        broker_epoch,
+    };
+    assert_eq!(
+        cluster
+            .node(via)
+            .propose_blocking(unfence)
+            .expect("committed"),
+        CommandResponse::Broker(Ok(broker_epoch))
+    );
 }
 
 fn assert_created(response: CommandResponse) {
@@ -167,6 +199,7 @@ impl Cluster {
 fn three_controllers_commit_lose_their_leader_and_catch_up_again() {
     let mut cluster = Cluster::start(3, tuning());
     let leader = cluster.leader();
+    add_broker(&cluster, leader);
     let cluster_id = cluster.node(leader).state().image.cluster_id.clone();
 
     // Proposed on a follower: forwarded to the leader, answered with the leader's result.
@@ -255,6 +288,7 @@ fn three_controllers_commit_lose_their_leader_and_catch_up_again() {
 fn all_three_controllers_restart_from_disk_with_their_state_intact() {
     let mut cluster = Cluster::start(3, tuning());
     let leader = cluster.leader();
+    add_broker(&cluster, leader);
     for index in 0..6 {
         assert_created(
             cluster
@@ -313,6 +347,7 @@ fn all_three_controllers_restart_from_disk_with_their_state_intact() {
 fn a_single_controller_quorum_commits_and_restarts() {
     let mut cluster = Cluster::start(1, tuning());
     assert_eq!(cluster.leader(), 1);
+    add_broker(&cluster, 1);
     assert_created(
         cluster
             .node(1)
@@ -345,6 +380,7 @@ fn a_corrupt_log_is_an_error_naming_the_file() {
     // No snapshots: the commands stay in the log.
     let mut cluster = Cluster::start(1, ControllerTuning::default());
     cluster.leader();
+    add_broker(&cluster, 1);
     for name in ["a", "b", "c"] {
         assert_created(
             cluster
@@ -376,6 +412,7 @@ fn a_corrupt_log_is_an_error_naming_the_file() {
 fn garbage_on_the_controller_port_does_not_crash_a_controller() {
     let cluster = Cluster::start(1, tuning());
     cluster.leader();
+    add_broker(&cluster, 1);
     let address = cluster.node(1).listen_address();
     let read_until_closed = |stream: &mut TcpStream| {
         stream

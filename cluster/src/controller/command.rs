@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::{ConfigChange, MetadataError, MetadataImage};
+use crate::metadata::{ConfigChange, MetadataError, MetadataImage, PartitionRegistration};
+use crate::placement::ReplicaAssignment;
 
 /// The largest command, JSON-encoded, a controller accepts to propose. A CreateTopics of a few
 /// thousand topics with configs fits; a bigger one is a mistake, and every log entry has to fit
@@ -38,8 +39,13 @@ pub struct TopicSpec {
     pub partition_count: i32,
     pub replication_factor: i32,
     pub configs: BTreeMap<String, String>,
-    /// Chosen by the proposer (random), so every controller gives the topic the same id.
+    /// Chosen by the proposer (random), so every controller gives the topic the same id. It
+    /// also seeds placement's start broker, as Kafka's random start index does.
     pub topic_id: u128,
+    /// CreateTopics' manual `assignments`; empty: the controller places the replicas. With an
+    /// assignment, `partition_count` and `replication_factor` must be -1, as in Kafka.
+    #[serde(default)]
+    pub assignments: Vec<ReplicaAssignment>,
 }
 
 /// A broker as the controller knows it (KRaft's broker registration).
@@ -54,9 +60,31 @@ pub struct BrokerRegistration {
     /// The log index of the registration: it only grows, so a request carrying an older epoch
     /// comes from a replaced registration (KRaft's broker epoch).
     pub broker_epoch: u64,
-    /// A fenced broker leads no partition and is in no ISR. Registrations start fenced; the
-    /// broker is unfenced once it has caught up, and fenced again when it stops heartbeating.
+    /// A fenced broker leads no partition and is in no ISR (except as the last member of an
+    /// offline partition's). Registrations start fenced; the broker is unfenced once it has
+    /// caught up, and fenced again when it stops heartbeating.
     pub fenced: bool,
+    /// Set by a controlled shutdown: the broker keeps serving what it still leads, but takes
+    /// no new leadership or ISR place, and is not unfenced again until it registers anew.
+    #[serde(default)]
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// Whether the broker may lead a partition or join an ISR (KRaft's `isActive`).
+    pub fn is_eligible(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
+    }
+}
+
+/// ElectLeaders' election type (KIP-460).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// Move leadership to the first replica, if it is eligible and in the ISR.
+    Preferred,
+    /// Give a leaderless partition a leader, from outside the ISR if need be, whatever the
+    /// topic's `unclean.leader.election.enable` says: an operator asked for it.
+    Unclean,
 }
 
 /// A change to the cluster metadata: one raft log entry.
@@ -76,9 +104,12 @@ pub enum MetadataCommand {
     DeleteTopics {
         names: Vec<String>,
     },
-    /// CreatePartitions: each topic grows to the given total.
+    /// CreatePartitions: each topic grows to the given total. `assignments` holds the
+    /// replicas of a topic's new partitions, in order, when the request spelled them out.
     CreatePartitions {
         topics: Vec<(String, i32)>,
+        #[serde(default)]
+        assignments: BTreeMap<String, Vec<Vec<i32>>>,
     },
     /// AlterConfigs (`incremental` false) or IncrementalAlterConfigs (true).
     AlterConfigs {
@@ -99,9 +130,32 @@ pub enum MetadataCommand {
         broker_id: i32,
     },
     /// Refused with `StaleBrokerEpoch` unless `broker_epoch` is the current registration's.
+    /// Leaderless partitions that can now elect a leader do.
     UnfenceBroker {
         broker_id: i32,
         broker_epoch: u64,
+    },
+    /// A controlled shutdown begins: the broker's leaderships move to other ISR members and it
+    /// leaves every ISR it is not the last member of.
+    ShutdownBroker {
+        broker_id: i32,
+        broker_epoch: u64,
+    },
+    /// AlterPartition (KIP-497): a partition's leader proposes a new ISR, naming the leader
+    /// and partition epochs its proposal starts from.
+    AlterPartition {
+        broker_id: i32,
+        broker_epoch: u64,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
+    /// ElectLeaders; `partitions` none: every partition.
+    ElectLeaders {
+        election_type: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
     },
 }
 
@@ -117,6 +171,11 @@ pub enum CommandResponse {
     ProducerId(i64),
     /// Broker commands: the registration's broker epoch.
     Broker(Result<u64, MetadataError>),
+    /// AlterPartition: the partition as it is now, or why the change was refused.
+    Partition(Result<PartitionRegistration, MetadataError>),
+    /// ElectLeaders: per partition, its leader now, or why none was elected. For an election
+    /// over every partition, those that needed none are left out (as Kafka does).
+    Elections(Vec<(String, i32, Result<i32, MetadataError>)>),
 }
 
 /// Everything the controller quorum agrees on. Every controller holds a copy, published to its
@@ -168,10 +227,13 @@ impl ControllerState {
                     .map(|name| self.image.delete_topic(name).map(|_| ()))
                     .collect(),
             ),
-            MetadataCommand::CreatePartitions { topics } => CommandResponse::Topics(
+            MetadataCommand::CreatePartitions {
+                topics,
+                assignments,
+            } => CommandResponse::Topics(
                 topics
                     .iter()
-                    .map(|(name, total)| self.image.create_partitions(name, *total).map(|_| ()))
+                    .map(|(name, total)| self.grow_topic(name, *total, assignments.get(name)))
                     .collect(),
             ),
             MetadataCommand::AlterConfigs {
@@ -211,42 +273,40 @@ impl ControllerState {
                 rack,
             )),
             MetadataCommand::FenceBroker { broker_id } => {
-                CommandResponse::Broker(self.set_fenced(*broker_id, None, true))
+                CommandResponse::Broker(self.fence_broker(*broker_id))
             }
             MetadataCommand::UnfenceBroker {
                 broker_id,
                 broker_epoch,
-            } => CommandResponse::Broker(self.set_fenced(*broker_id, Some(*broker_epoch), false)),
+            } => CommandResponse::Broker(self.unfence_broker(*broker_id, *broker_epoch)),
+            MetadataCommand::ShutdownBroker {
+                broker_id,
+                broker_epoch,
+            } => CommandResponse::Broker(self.shutdown_broker(*broker_id, *broker_epoch)),
+            MetadataCommand::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => CommandResponse::Partition(self.alter_partition(
+                *broker_id,
+                *broker_epoch,
+                topic,
+                *partition,
+                *leader_epoch,
+                *partition_epoch,
+                new_isr,
+            )),
+            MetadataCommand::ElectLeaders {
+                election_type,
+                partitions,
+            } => CommandResponse::Elections(
+                self.elect_leaders(*election_type, partitions.as_deref()),
+            ),
         }
-    }
-
-    fn create_topic(
-        &mut self,
-        spec: &TopicSpec,
-        topic_defaults: &[(String, String)],
-    ) -> Result<(u128, i32), MetadataError> {
-        self.image.check_create_topic(
-            &spec.name,
-            spec.partition_count,
-            spec.replication_factor,
-            &spec.configs,
-            topic_defaults,
-        )?;
-        // Kafka reserves the all-zero UUID and the one with value 1; a proposer picks ids at
-        // random, so a clash is a bug or a hostile proposer, refused either way.
-        if spec.topic_id <= 1 || self.image.topic_by_id(spec.topic_id).is_some() {
-            return Err(MetadataError::InvalidTopic {
-                name: spec.name.clone(),
-                reason: format!("topic id {:032x} is reserved or in use", spec.topic_id),
-            });
-        }
-        self.image.create_topic(
-            &spec.name,
-            spec.partition_count,
-            spec.configs.clone(),
-            spec.topic_id,
-        );
-        Ok((spec.topic_id, spec.partition_count))
     }
 
     fn register_broker(
@@ -277,10 +337,12 @@ impl ControllerState {
         {
             return invalid(format!("rack must be 1 to {BROKER_RACK_LENGTH_MAX} bytes"));
         }
+        let mut replaced = false;
         if let Some(existing) = self.brokers.get(&broker_id) {
             if existing.incarnation_id == incarnation_id {
                 return Ok(existing.broker_epoch);
             }
+            replaced = true;
         }
         self.brokers.insert(
             broker_id,
@@ -292,36 +354,17 @@ impl ControllerState {
                 rack: rack.clone(),
                 broker_epoch: log_index,
                 fenced: true,
+                in_controlled_shutdown: false,
             },
         );
         self.image.version += 1;
+        if replaced {
+            // A restart: the old process is gone, so it is fenced out of its partitions.
+            self.reelect(Some(broker_id), |partition| {
+                partition.isr.contains(&broker_id)
+            });
+        }
         Ok(log_index)
-    }
-
-    fn set_fenced(
-        &mut self,
-        broker_id: i32,
-        epoch: Option<u64>,
-        fenced: bool,
-    ) -> Result<u64, MetadataError> {
-        let broker = self
-            .brokers
-            .get_mut(&broker_id)
-            .ok_or(MetadataError::UnknownBroker(broker_id))?;
-        if let Some(epoch) = epoch {
-            if epoch != broker.broker_epoch {
-                return Err(MetadataError::StaleBrokerEpoch {
-                    broker_id,
-                    epoch,
-                    current: broker.broker_epoch,
-                });
-            }
-        }
-        if broker.fenced != fenced {
-            broker.fenced = fenced;
-            self.image.version += 1;
-        }
-        Ok(broker.broker_epoch)
     }
 }
 
@@ -336,6 +379,7 @@ mod tests {
             replication_factor: 1,
             configs: BTreeMap::new(),
             topic_id,
+            assignments: Vec::new(),
         }
     }
 
@@ -343,6 +387,26 @@ mod tests {
         let mut state = ControllerState::default();
         let image = MetadataImage::new("cluster-a".into());
         state.apply(1, &MetadataCommand::InitializeCluster { image });
+        state
+    }
+
+    /// An initialized state with broker 100 registered (epoch 2) and unfenced, so topics can
+    /// be placed.
+    fn with_broker() -> ControllerState {
+        let mut state = initialized();
+        let register = MetadataCommand::RegisterBroker {
+            broker_id: 100,
+            incarnation_id: 1,
+            host: "broker-100".into(),
+            port: 9092,
+            rack: None,
+        };
+        assert_eq!(state.apply(2, &register), CommandResponse::Broker(Ok(2)));
+        let unfence = MetadataCommand::UnfenceBroker {
+            broker_id: 100,
+            broker_epoch: 2,
+        };
+        assert_eq!(state.apply(3, &unfence), CommandResponse::Broker(Ok(2)));
         state
     }
 
@@ -357,7 +421,7 @@ mod tests {
 
     #[test]
     fn topic_commands_give_per_topic_results() {
-        let mut state = initialized();
+        let mut state = with_broker();
         let create = MetadataCommand::CreateTopics {
             topics: vec![spec("a", 10), spec("a", 11), spec("b", 10), spec("c", 1)],
             topic_defaults: Vec::new(),
@@ -376,8 +440,15 @@ mod tests {
             Err(MetadataError::InvalidTopic { .. })
         ));
 
+        // One broker, replication factor 1: every replica on it, as on a single node.
+        let partition = state.image.partition("a", 1).expect("placed");
+        assert_eq!(
+            (partition.replicas.as_slice(), partition.leader),
+            (&[100][..], 100)
+        );
         let grow = MetadataCommand::CreatePartitions {
             topics: vec![("a".into(), 4), ("missing".into(), 4)],
+            assignments: BTreeMap::new(),
         };
         assert_eq!(
             state.apply(3, &grow),
@@ -400,6 +471,7 @@ mod tests {
         );
         let topic = state.image.topic("a").expect("created");
         assert_eq!(topic.partition_count, 4);
+        assert_eq!(topic.partitions.len(), 4);
         assert_eq!(
             topic.configs.get("retention.ms").map(String::as_str),
             Some("1000")
@@ -476,7 +548,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_json() {
-        let mut state = initialized();
+        let mut state = with_broker();
         state.apply(
             2,
             &MetadataCommand::CreateTopics {

@@ -12,6 +12,8 @@
 //! `net/src/controller.rs`.
 //!
 //! - `command`: the commands, their results and the state they change (pure).
+//! - `leadership`: the partition rules those commands apply: placement of new partitions,
+//!   leader elections on fencing, shutdown and unfencing, AlterPartition, ElectLeaders (pure).
 //! - `record`: the checksummed record framing shared by every file below.
 //! - `log_store`: the durable raft log and vote (openraft's `RaftLogStorage`).
 //! - `state_machine`: the state machine and its durable snapshots (`RaftStateMachine`).
@@ -20,6 +22,7 @@
 //! - `node`: [`ControllerNode`], the thread, bootstrap, proposing and following.
 
 mod command;
+mod leadership;
 mod log_store;
 mod network;
 mod node;
@@ -32,8 +35,8 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 pub use command::{
-    new_topic_id, BrokerRegistration, CommandResponse, ControllerState, MetadataCommand, TopicSpec,
-    COMMAND_BYTES_MAX,
+    new_topic_id, BrokerRegistration, CommandResponse, ControllerState, ElectionType,
+    MetadataCommand, TopicSpec, COMMAND_BYTES_MAX,
 };
 pub use log_store::{LogStore, LOG_FILE, VOTE_FILE};
 pub use network::FRAME_BYTES_MAX;
