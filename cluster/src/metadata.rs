@@ -19,6 +19,19 @@ pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 /// plan, and is refused rather than filling the disk.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
+/// A new cluster id: a 22-character URL-safe base64 rendering of 16 random bytes, like Kafka's.
+pub fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = fastrand::u128(..);
+    (0..22)
+        .map(|_| {
+            let symbol = ALPHABET[(bits & 63) as usize] as char;
+            bits >>= 6;
+            symbol
+        })
+        .collect()
+}
+
 /// Why a metadata command was refused; `net` maps each to Kafka's error code. Serializable
 /// because the replicated controller sends a command's result back to the broker that proposed it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ringlog_cluster::metadata::new_cluster_id;
 use ringlog_cluster::MetadataImage;
 use ringlog_engine::rt::fs::Storage;
 use ringlog_engine::shard::table::{ShardTable, ShardTableUpdate};
@@ -439,17 +440,4 @@ fn new_topic_id() -> u128 {
             return id;
         }
     }
-}
-
-/// A 22-character URL-safe base64 rendering of 16 random bytes, like Kafka's cluster ids.
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = fastrand::u128(..);
-    (0..22)
-        .map(|_| {
-            let symbol = ALPHABET[(bits & 63) as usize] as char;
-            bits >>= 6;
-            symbol
-        })
-        .collect()
 }

@@ -31,7 +31,7 @@ use super::network::{
 use super::quorum::Quorum;
 use super::state_machine::StateMachineStore;
 use super::{ControllerId, Error, Raft, Result};
-use crate::metadata::MetadataImage;
+use crate::metadata::{new_cluster_id, MetadataImage};
 
 /// How long a proposal may wait for a leader to commit it. An election takes a few election
 /// timeouts at worst; past this the caller gets [`Error::NoLeader`] (nothing applied) or
@@ -520,17 +520,4 @@ async fn forward(address: &str, command: &MetadataCommand, timeout: Duration) ->
         Ok(_) => Forwarded::Unknown("a response of the wrong kind".into()),
         Err(error) => Forwarded::Unknown(error.to_string()),
     }
-}
-
-/// A 22-character URL-safe base64 rendering of 16 random bytes, like Kafka's cluster ids.
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = fastrand::u128(..);
-    (0..22)
-        .map(|_| {
-            let symbol = ALPHABET[(bits & 63) as usize] as char;
-            bits >>= 6;
-            symbol
-        })
-        .collect()
 }

@@ -173,22 +173,24 @@ fn check_entry(entry: EpochEntry) -> Result<(), ReplicationError> {
     Ok(())
 }
 
+/// A cache of (epoch, start offset) pairs, for tests.
+#[cfg(test)]
+pub(crate) fn cache(entries: &[(i32, i64)]) -> LeaderEpochCache {
+    LeaderEpochCache::from_entries(
+        entries
+            .iter()
+            .map(|&(epoch, start)| EpochEntry {
+                epoch: LeaderEpoch(epoch),
+                start_offset: Offset(start),
+            })
+            .collect(),
+    )
+    .expect("valid entries")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cache(entries: &[(i32, i64)]) -> LeaderEpochCache {
-        LeaderEpochCache::from_entries(
-            entries
-                .iter()
-                .map(|&(epoch, start)| EpochEntry {
-                    epoch: LeaderEpoch(epoch),
-                    start_offset: Offset(start),
-                })
-                .collect(),
-        )
-        .expect("valid entries")
-    }
 
     fn answer(epoch: i32, end_offset: i64) -> EpochEndOffset {
         EpochEndOffset {

@@ -134,20 +134,7 @@ pub fn after_leader_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::epoch_cache::EpochEntry;
-
-    fn cache(entries: &[(i32, i64)]) -> LeaderEpochCache {
-        LeaderEpochCache::from_entries(
-            entries
-                .iter()
-                .map(|&(epoch, start)| EpochEntry {
-                    epoch: LeaderEpoch(epoch),
-                    start_offset: Offset(start),
-                })
-                .collect(),
-        )
-        .expect("valid entries")
-    }
+    use crate::replication::epoch_cache::cache;
 
     /// Runs a whole truncation of a follower against a leader's cache and log end, the way a
     /// fetcher would; returns the offset the follower fetches from.
