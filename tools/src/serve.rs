@@ -702,9 +702,14 @@ const KAFKA_NAMES: [(&str, KafkaName); 20] = [
 ];
 
 /// Rewrites the Kafka broker names at the top level of `table` into Ringlog's keys and
-/// `[topic_defaults]` entries. Two names for one setting are refused, as is a dotted key that
-/// is no Kafka name this file knows (a typo must not be ignored).
-fn translate_kafka_names(path: &Path, table: &mut toml::Table) -> anyhow::Result<()> {
+/// `[topic_defaults]` entries, and returns each (Kafka name, Ringlog key) rewritten, so an error
+/// about the value can name the key the file has. Two names for one setting are refused, as is
+/// a dotted key that is no Kafka name this file knows (a typo must not be ignored).
+fn translate_kafka_names(
+    path: &Path,
+    table: &mut toml::Table,
+) -> anyhow::Result<Vec<(String, &'static str)>> {
+    let mut renamed = Vec::new();
     let dotted: Vec<String> = table
         .keys()
         .filter(|key| key.contains('.'))
@@ -729,6 +734,7 @@ fn translate_kafka_names(path: &Path, table: &mut toml::Table) -> anyhow::Result
                     ));
                 }
                 table.insert(key.to_string(), value);
+                renamed.push((name, key));
             }
             KafkaName::TopicDefault(topic_config, factor) => {
                 let value = match (value, factor) {
@@ -765,14 +771,33 @@ fn translate_kafka_names(path: &Path, table: &mut toml::Table) -> anyhow::Result
             }
         }
     }
-    Ok(())
+    Ok(renamed)
 }
 
 fn file_layer(file: &ConfigFile) -> anyhow::Result<Layer> {
     let path = file.path.as_path();
     let mut table: toml::Table =
         toml::from_str(&file.text).with_context(|| format!("config file {}", path.display()))?;
-    translate_kafka_names(path, &mut table)?;
+    let renamed = translate_kafka_names(path, &mut table)?;
+    file_settings(file, table).map_err(|error| {
+        if renamed.is_empty() {
+            return error;
+        }
+        let names: Vec<String> = renamed
+            .iter()
+            .map(|(kafka, key)| format!("`{kafka}` is read as `{key}`"))
+            .collect();
+        error.context(format!(
+            "in config file {}, {}",
+            path.display(),
+            names.join(", ")
+        ))
+    })
+}
+
+/// The settings of a config file whose Kafka names are already translated.
+fn file_settings(file: &ConfigFile, table: toml::Table) -> anyhow::Result<Layer> {
+    let path = file.path.as_path();
     let settings = FileSettings::deserialize(table)
         .with_context(|| format!("config file {}", path.display()))?;
     let source = Source::File(path);
