@@ -497,6 +497,22 @@ impl PartitionLog {
         }
     }
 
+    /// [`PartitionLog::wait_for_data`] for a follower's fetch, which reads up to the log end:
+    /// returns once the log ends past `offset` (or was truncated below it, closed or
+    /// poisoned). Callers bound the wait.
+    pub async fn wait_for_log_end_past(&self, offset: i64) {
+        loop {
+            let listener = self.data_changed.listen();
+            {
+                let state = self.state.borrow();
+                if state.log_end_offset != offset || state.closed || state.poisoned.is_some() {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
     pub fn poisoned(&self) -> Option<String> {
         self.state.borrow().poisoned.clone()
     }

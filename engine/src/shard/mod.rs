@@ -37,6 +37,9 @@ pub struct ShardConfig {
     pub cache_bytes: usize,
     pub retention_check_interval: Duration,
     pub flush_check_interval: Duration,
+    /// Whether logs move their own high watermark to their durable end (a single node). With
+    /// replication the leader's rules set it (`PartitionLog::set_high_watermark`).
+    pub auto_high_watermark: bool,
 }
 
 impl ShardConfig {
@@ -46,6 +49,7 @@ impl ShardConfig {
             cache_bytes: BATCH_CACHE_BYTES_DEFAULT,
             retention_check_interval: RETENTION_CHECK_INTERVAL_DEFAULT,
             flush_check_interval: FLUSH_CHECK_INTERVAL_DEFAULT,
+            auto_high_watermark: true,
         }
     }
 }
@@ -188,7 +192,7 @@ impl Shard {
             topic_partition: partition.clone(),
             config,
             cache: Some(Rc::clone(&self.cache)),
-            auto_high_watermark: true,
+            auto_high_watermark: self.config.auto_high_watermark,
             metrics: Some(Rc::clone(&self.metrics)),
         };
         match PartitionLog::open(options).await {
