@@ -47,6 +47,12 @@ pub enum Error {
         log_end_offset: i64,
     },
 
+    /// A follower's replicated batches do not continue its log: the first must start at the
+    /// log end offset and each next one right after the previous one's last offset. Nothing
+    /// was appended.
+    #[error("replicated batch starts at offset {got} where {expected} was expected")]
+    NonContiguousAppend { expected: i64, got: i64 },
+
     /// A configuration value is out of range or of the wrong form.
     #[error("invalid config {key}: {reason}")]
     InvalidConfig { key: String, reason: String },

@@ -366,11 +366,43 @@ pub fn read_varint(bytes: &[u8]) -> Result<(i64, usize)> {
 /// Splits a Produce request's record set (one or more concatenated batches) into batches,
 /// validating each. Returns slices of the input: nothing is copied.
 pub fn split_batches(records: &Bytes) -> Result<Vec<(Bytes, BatchInfo)>> {
+    let (batches, partial_tail_bytes) = split_records(records, PartialTail::Refuse)?;
+    debug_assert_eq!(partial_tail_bytes, 0);
+    if batches.is_empty() {
+        return Err(Error::InvalidBatch("empty record set".into()));
+    }
+    Ok(batches)
+}
+
+/// Splits a Fetch response's record set into its whole batches, validating each, and ignores
+/// an incomplete last batch (a leader cuts its response at the fetch's byte limit, possibly
+/// inside a batch, even inside its length prefix). Returns the whole batches, possibly none,
+/// and how many bytes the incomplete tail had. A batch that is whole but invalid is an error.
+pub fn split_whole_batches(records: &Bytes) -> Result<(Vec<(Bytes, BatchInfo)>, usize)> {
+    split_records(records, PartialTail::Ignore)
+}
+
+/// What [`split_records`] does with bytes at the end that do not hold a whole batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PartialTail {
+    /// A client's Produce: the record set must be exactly whole batches.
+    Refuse,
+    /// A leader's Fetch response: its last batch may be cut short.
+    Ignore,
+}
+
+fn split_records(
+    records: &Bytes,
+    partial_tail: PartialTail,
+) -> Result<(Vec<(Bytes, BatchInfo)>, usize)> {
     let mut batches = Vec::new();
     let mut position = 0;
     while position < records.len() {
         let remaining = &records[position..];
-        if remaining.len() < BATCH_HEADER_BYTES {
+        if partial_tail == PartialTail::Ignore && remaining.len() < BATCH_LENGTH_PREFIX_BYTES {
+            return Ok((batches, remaining.len()));
+        }
+        if partial_tail == PartialTail::Refuse && remaining.len() < BATCH_HEADER_BYTES {
             return Err(Error::InvalidBatch(format!(
                 "{} trailing bytes after the last record batch",
                 remaining.len()
@@ -380,22 +412,25 @@ pub fn split_batches(records: &Bytes) -> Result<Vec<(Bytes, BatchInfo)>> {
         let total = usize::try_from(length)
             .ok()
             .and_then(|length| length.checked_add(BATCH_LENGTH_PREFIX_BYTES))
-            .filter(|&total| total >= BATCH_HEADER_BYTES && total <= remaining.len())
-            .ok_or_else(|| {
-                Error::InvalidBatch(format!(
+            .filter(|&total| total >= BATCH_HEADER_BYTES);
+        let total = match total {
+            Some(total) if total <= remaining.len() => total,
+            Some(_) if partial_tail == PartialTail::Ignore => {
+                return Ok((batches, remaining.len()));
+            }
+            _ => {
+                return Err(Error::InvalidBatch(format!(
                     "batchLength {length} does not fit the {} bytes that remain",
                     remaining.len()
-                ))
-            })?;
+                )))
+            }
+        };
         let batch = records.slice(position..position + total);
         let info = validate_batch(&batch)?;
         batches.push((batch, info));
         position += total;
     }
-    if batches.is_empty() {
-        return Err(Error::InvalidBatch("empty record set".into()));
-    }
-    Ok(batches)
+    Ok((batches, 0))
 }
 
 /// Returns a copy of `batch` with its base offset and partition leader epoch set, the two fields
@@ -611,6 +646,43 @@ mod tests {
             .copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(split_batches(&Bytes::from(huge)).is_err());
         assert!(split_batches(&Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn whole_batches_ignore_a_cut_tail_but_not_a_bad_batch() {
+        let first = build_batch(1, &[(None, Some(b"a"))]);
+        let second = build_batch(2, &[(None, Some(b"b")), (None, Some(b"c"))]);
+        let mut both = first.to_vec();
+        both.extend_from_slice(&second);
+        // Cut anywhere in the second batch, even inside its length prefix: the first is kept.
+        for cut in [1, 5, BATCH_LENGTH_PREFIX_BYTES, 40, second.len() - 1] {
+            let records = Bytes::from(both[..first.len() + cut].to_vec());
+            let (batches, tail_bytes) = split_whole_batches(&records).expect("a cut tail");
+            assert_eq!(batches.len(), 1, "cut {cut}");
+            assert_eq!(batches[0].0, first);
+            assert_eq!(tail_bytes, cut);
+        }
+        let (batches, tail_bytes) = split_whole_batches(&Bytes::from(both.clone())).expect("whole");
+        assert_eq!((batches.len(), tail_bytes), (2, 0));
+        let (batches, tail_bytes) = split_whole_batches(&first.slice(..30)).expect("only a cut");
+        assert_eq!((batches.len(), tail_bytes), (0, 30));
+        assert_eq!(
+            split_whole_batches(&Bytes::new()).expect("empty").0.len(),
+            0
+        );
+        // A whole batch that is damaged is still refused.
+        let mut damaged = both.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(matches!(
+            split_whole_batches(&Bytes::from(damaged)),
+            Err(Error::CorruptBatch { .. })
+        ));
+        // A length too small to be a batch is garbage, not a cut.
+        let mut tiny = both;
+        tiny[first.len() + batch_field::BATCH_LENGTH..first.len() + batch_field::BATCH_LENGTH + 4]
+            .copy_from_slice(&10_i32.to_be_bytes());
+        assert!(split_whole_batches(&Bytes::from(tiny)).is_err());
     }
 
     #[test]

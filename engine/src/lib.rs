@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod cache;
 pub mod config;
+pub mod epochs;
 pub mod error;
 pub mod format;
 pub mod index;

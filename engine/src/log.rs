@@ -1,5 +1,6 @@
-//! A partition's log: an ordered list of segments with offsets assigned on append, group-commit
-//! durability, reads by offset and by timestamp, retention, DeleteRecords, truncation (for
+//! A partition's log: an ordered list of segments with offsets assigned on append (or kept as
+//! the leader assigned them, on a follower), group-commit durability, reads by offset and by
+//! timestamp, retention, DeleteRecords, truncation and the leader epoch cache (for
 //! replication), clean shutdown and crash recovery.
 //!
 //! Concurrency: a log is owned by one shard and used by many tasks on it. State lives in a
@@ -22,10 +23,13 @@ use event_listener::Event;
 
 use crate::cache::{BatchCache, LogKey};
 use crate::config::{FlushPolicy, LogConfig};
+use crate::epochs::{
+    read_epoch_file, scan_segment_epochs, write_epoch_file, EpochFile, LeaderEpochs,
+};
 use crate::error::{Error, Result};
 use crate::format::{
-    patch_batch, read_varint, set_log_append_time, split_batches, BatchInfo, FrameHeader,
-    BATCH_HEADER_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
+    attributes, patch_batch, read_varint, set_log_append_time, split_batches, split_whole_batches,
+    BatchInfo, FrameHeader, BATCH_HEADER_BYTES, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION,
 };
 use crate::metrics::StorageMetrics;
 use crate::rt::fs::Storage;
@@ -109,6 +113,8 @@ pub struct LogRecovery {
     pub clean_shutdown: bool,
     pub segments: usize,
     pub segment_reports: Vec<(i64, RecoveryReport)>,
+    /// The leader epoch checkpoint was missing or damaged and was rebuilt from the frames.
+    pub leader_epochs_rebuilt: bool,
 }
 
 /// What a retention pass removed.
@@ -153,6 +159,20 @@ pub struct PartitionLog {
     /// Notified when the high watermark may have moved, the log was truncated or closed:
     /// long-polling fetches wait on it.
     data_changed: Event,
+    /// Notified when the durable end offset moved, the log was truncated, closed or poisoned:
+    /// a leader under a relaxed flush policy waits on it to learn its own durable end.
+    durable_changed: Event,
+}
+
+/// Whose batches an append carries, which decides their offsets and leader epochs.
+#[derive(Clone, Copy, Debug)]
+enum AppendSource {
+    /// A client's produce on the leader: offsets are assigned here and `leader_epoch` is
+    /// patched into every batch.
+    Leader { leader_epoch: i32 },
+    /// A follower copying its leader's batches: offsets and epochs stay as the leader wrote
+    /// them, and the bytes are stored verbatim.
+    Replicated,
 }
 
 struct State {
@@ -176,6 +196,13 @@ struct State {
     last_flush_ms: i64,
     /// The last cold read: (segment base offset, position, bytes), for read-ahead.
     read_ahead: Option<(i64, u64, Bytes)>,
+    /// The leader epoch cache, as checkpointed in [`crate::epochs::LEADER_EPOCH_FILE`].
+    leader_epochs: LeaderEpochs,
+    /// End of the last append made as leader. With `auto_high_watermark` the high watermark
+    /// follows the durable end only up to here, so replicated appends never move it.
+    leader_appended_end: i64,
+    /// Truncations so far, so a waiter can tell that the log was cut under it.
+    truncations: u64,
 }
 
 impl State {
@@ -388,6 +415,9 @@ impl PartitionLog {
             .next_back()
             .map_or(0, Segment::next_offset);
         log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
+        let (leader_epochs, leader_epochs_rebuilt) =
+            open_leader_epochs(&storage, &dir, &segments, log_start_offset, log_end_offset).await?;
+        recovery.leader_epochs_rebuilt = leader_epochs_rebuilt;
         let cache_key = cache.as_ref().map_or(0, |cache| cache.register_log());
         let log = PartitionLog {
             topic_partition,
@@ -417,10 +447,14 @@ impl PartitionLog {
                 unflushed_messages: 0,
                 last_flush_ms: now_ms(),
                 read_ahead: None,
+                leader_epochs,
+                leader_appended_end: log_end_offset,
+                truncations: 0,
             }),
             flushed: Event::new(),
             released: Event::new(),
             data_changed: Event::new(),
+            durable_changed: Event::new(),
             append_line: AppendLine::default(),
         };
         Ok((log, recovery))
@@ -513,6 +547,44 @@ impl PartitionLog {
         }
     }
 
+    /// Returns once the durable end offset is past `offset`, or the log was closed, poisoned,
+    /// or truncated so that it no longer reaches past `offset` (also if it does not already:
+    /// `offset` beyond the log end). A leader under a relaxed flush policy (`flush.messages` >
+    /// 1, `flush.ms`) waits here to learn that its own data became durable. Callers re-read
+    /// the state they care about and bound the wait themselves.
+    pub async fn wait_for_durable_end_past(&self, offset: i64) {
+        let truncations = self.state.borrow().truncations;
+        loop {
+            let listener = self.durable_changed.listen();
+            {
+                let state = self.state.borrow();
+                let cut_under = offset > state.log_end_offset
+                    || (state.truncations != truncations && offset >= state.log_end_offset);
+                if state.durable_end_offset > offset
+                    || state.closed
+                    || state.poisoned.is_some()
+                    || cut_under
+                {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
+    /// The leader epoch cache: `(epoch, start offset)` pairs, epochs and start offsets
+    /// strictly increasing, each the first offset appended under its epoch (Kafka's
+    /// `leader-epoch-checkpoint`).
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.state
+            .borrow()
+            .leader_epochs
+            .entries()
+            .iter()
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect()
+    }
+
     pub fn poisoned(&self) -> Option<String> {
         self.state.borrow().poisoned.clone()
     }
@@ -561,6 +633,7 @@ impl PartitionLog {
         }
         drop(state);
         self.data_changed.notify(usize::MAX);
+        self.durable_changed.notify(usize::MAX);
     }
 
     /// Appends a record set (one or more v2 RecordBatches as the client sent them), assigning
@@ -589,6 +662,62 @@ impl PartitionLog {
         // numbers) depend on it.
         let turn = self.append_line.take_ticket();
         let batches = split_batches(records)?;
+        self.append_in_turn(turn, batches, AppendSource::Leader { leader_epoch }, gate)
+            .await
+    }
+
+    /// A follower's append: `records` are batches as its leader served them in a Fetch
+    /// response, already carrying their offsets and `partitionLeaderEpoch`, stored byte for
+    /// byte (nothing patched, no LogAppendTime stamping). Each whole batch is validated as
+    /// [`PartitionLog::append`] validates a produce; an incomplete last batch (a leader cuts
+    /// its response at the fetch's byte limit) is ignored, and if there is no whole batch
+    /// nothing is appended and the result has `record_count` 0 and `base_offset` at the log
+    /// end. The first batch must start at the log end offset and every next one right after
+    /// the previous one, or [`Error::NonContiguousAppend`] is returned and nothing is
+    /// appended: the caller drops what it already has and truncates on divergence. Durable
+    /// under the flush policy like an append; never moves the high watermark, which followers
+    /// learn from their leader ([`PartitionLog::set_high_watermark`]).
+    pub async fn append_replicated(&self, records: &Bytes) -> Result<AppendResult> {
+        let turn = self.append_line.take_ticket();
+        let (batches, _incomplete_tail_bytes) = split_whole_batches(records)?;
+        if batches.is_empty() {
+            let state = self.state.borrow();
+            self.check_writable(&state)?;
+            return Ok(AppendResult {
+                base_offset: state.log_end_offset,
+                last_offset: state.log_end_offset - 1,
+                log_start_offset: state.log_start_offset,
+                record_count: 0,
+                log_append_time_ms: -1,
+            });
+        }
+        for pair in batches.windows(2) {
+            let (previous, next) = (&pair[0].1, &pair[1].1);
+            let expected = previous.base_offset + i64::from(previous.last_offset_delta) + 1;
+            if next.base_offset != expected {
+                return Err(Error::NonContiguousAppend {
+                    expected,
+                    got: next.base_offset,
+                });
+            }
+        }
+        let gate = |_: &[(Bytes, BatchInfo)], _| AppendGate::<std::convert::Infallible>::Append;
+        let outcome = self
+            .append_in_turn(turn, batches, AppendSource::Replicated, gate)
+            .await?;
+        Ok(outcome.unwrap_or_else(|never| match never {}))
+    }
+
+    /// What every append shares once its batches are split and validated: the size check, its
+    /// turn in line, rolls and exclusive operations, the gate, the leader epochs, buffering,
+    /// and durability under the flush policy.
+    async fn append_in_turn<T>(
+        &self,
+        turn: AppendTurn,
+        batches: Vec<(Bytes, BatchInfo)>,
+        source: AppendSource,
+        gate: impl FnOnce(&[(Bytes, BatchInfo)], i64) -> AppendGate<T>,
+    ) -> Result<std::result::Result<AppendResult, T>> {
         let max_message_bytes = self.config.borrow().max_message_bytes;
         for (batch, _) in &batches {
             if batch.len() > max_message_bytes {
@@ -627,10 +756,24 @@ impl PartitionLog {
             break;
         }
         let next_offset = self.state.borrow().log_end_offset;
+        if let AppendSource::Replicated = source {
+            let got = batches[0].1.base_offset;
+            if got != next_offset {
+                return Err(Error::NonContiguousAppend {
+                    expected: next_offset,
+                    got,
+                });
+            }
+        }
         if let AppendGate::Skip(value) = gate(&batches, next_offset) {
             return Ok(Err(value));
         }
-        let result = self.append_buffered(&batches, leader_epoch);
+        self.record_leader_epochs(&batches, source, next_offset)
+            .await?;
+        let result = match source {
+            AppendSource::Leader { leader_epoch } => self.append_buffered(&batches, leader_epoch),
+            AppendSource::Replicated => self.append_verbatim(&batches),
+        };
         drop(turn);
         match self.config.borrow().flush_policy() {
             FlushPolicy::EveryAppend => {}
@@ -638,7 +781,7 @@ impl PartitionLog {
                 let mut state = self.state.borrow_mut();
                 state.unflushed_messages += incoming_records as u64;
                 if self.auto_high_watermark {
-                    state.high_watermark = state.log_end_offset;
+                    state.high_watermark = state.high_watermark.max(state.leader_appended_end);
                 }
                 let due = state.unflushed_messages >= messages
                     || state.active().unwritten_bytes() >= TAIL_BUFFER_BYTES_MAX;
@@ -653,6 +796,70 @@ impl PartitionLog {
         Ok(Ok(result))
     }
 
+    /// Records the leader epochs `batches` start (Kafka's `assign`) and checkpoints them
+    /// durably before the batches are buffered, so no frame ever reaches the disk under an
+    /// epoch the checkpoint lacks and opening a log needs no scan of its frames. The write
+    /// happens only when an epoch begins (a leader change), under the exclusive hold, which
+    /// keeps it apart from truncations and retention that rewrite the checkpoint too. Called
+    /// in the append's turn with no await since the exclusive hold was last seen free.
+    async fn record_leader_epochs(
+        &self,
+        batches: &[(Bytes, BatchInfo)],
+        source: AppendSource,
+        next_offset: i64,
+    ) -> Result<()> {
+        let planned = {
+            let state = self.state.borrow();
+            let current = &state.leader_epochs;
+            let starts_epoch = match source {
+                AppendSource::Leader { leader_epoch } => current.is_newer(leader_epoch),
+                AppendSource::Replicated => batches
+                    .iter()
+                    .any(|(_, info)| current.is_newer(info.partition_leader_epoch)),
+            };
+            if !starts_epoch {
+                return Ok(());
+            }
+            let mut planned = current.clone();
+            match source {
+                AppendSource::Leader { leader_epoch } => {
+                    planned.assign(leader_epoch, next_offset);
+                }
+                AppendSource::Replicated => {
+                    for (_, info) in batches {
+                        planned.assign(info.partition_leader_epoch, info.base_offset);
+                    }
+                }
+            }
+            planned
+        };
+        let guard = self.exclusive_now();
+        self.state.borrow_mut().leader_epochs = planned;
+        let written = self.write_leader_epochs().await;
+        drop(guard);
+        if let Err(error) = &written {
+            self.poison(error);
+        }
+        written?;
+        // A flush may have failed while the checkpoint was written.
+        let state = self.state.borrow();
+        self.check_writable(&state)
+    }
+
+    /// Checkpoints the leader epoch cache. Called under the exclusive hold, so only one
+    /// checkpoint write runs at a time.
+    async fn write_leader_epochs(&self) -> Result<()> {
+        let epochs = {
+            let state = self.state.borrow();
+            assert!(
+                state.exclusive,
+                "leader epochs written without the exclusive hold"
+            );
+            state.leader_epochs.clone()
+        };
+        write_epoch_file(&self.storage, &self.dir, &epochs).await
+    }
+
     /// The synchronous part of an append: offsets, frames into the tail buffer, cache, index.
     fn append_buffered(&self, batches: &[(Bytes, BatchInfo)], leader_epoch: i32) -> AppendResult {
         let mut state = self.state.borrow_mut();
@@ -663,43 +870,20 @@ impl PartitionLog {
         for (batch, info) in batches {
             let offset = state.log_end_offset;
             let mut patched = patch_batch(batch, offset, leader_epoch);
-            let (first_timestamp, max_timestamp, batch_crc) = match log_append_time_ms {
+            let mut header = frame_header_for(info);
+            header.base_offset = offset;
+            header.leader_epoch = leader_epoch;
+            if let Some(now) = log_append_time_ms {
                 // Kafka's LogAppendTime: the broker's clock replaces the batch's timestamps
                 // (type bit, max timestamp and so the CRC change; the records do not).
-                Some(now) => {
-                    set_log_append_time(&mut patched, now);
-                    (
-                        now,
-                        now,
-                        BatchInfo::parse(&patched).map_or(info.crc, |info| info.crc),
-                    )
-                }
-                None => (info.base_timestamp, info.max_timestamp, info.crc),
-            };
-            let patched = patched.freeze();
-            let header = FrameHeader {
-                magic: FRAME_MAGIC,
-                version: FRAME_VERSION,
-                flags: 0,
-                base_offset: offset,
-                first_timestamp,
-                max_timestamp,
-                last_offset_delta: info.last_offset_delta,
-                record_count: info.records_count,
-                payload_bytes: patched.len() as u32,
-                leader_epoch,
-                batch_crc,
-                synced_position: 0,
-                reserved: 0,
-                header_crc: 0,
-            };
-            state.active_mut().append(header, &patched);
-            let last_offset = offset + i64::from(info.last_offset_delta);
-            if let Some(cache) = &self.cache {
-                cache.insert(self.cache_key, offset, last_offset, patched);
+                set_log_append_time(&mut patched, now);
+                header.first_timestamp = now;
+                header.max_timestamp = now;
+                header.batch_crc = BatchInfo::parse(&patched).map_or(info.crc, |info| info.crc);
             }
-            state.log_end_offset = last_offset + 1;
+            self.buffer_frame(state, header, patched.freeze());
         }
+        state.leader_appended_end = state.log_end_offset;
         AppendResult {
             base_offset,
             last_offset: state.log_end_offset - 1,
@@ -707,6 +891,46 @@ impl PartitionLog {
             record_count: state.log_end_offset - base_offset,
             log_append_time_ms: log_append_time_ms.unwrap_or(-1),
         }
+    }
+
+    /// The synchronous part of a replicated append: the leader's batches, as they are, into
+    /// the tail buffer, cache and index.
+    fn append_verbatim(&self, batches: &[(Bytes, BatchInfo)]) -> AppendResult {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let base_offset = state.log_end_offset;
+        for (batch, info) in batches {
+            let mut header = frame_header_for(info);
+            if info.attributes & attributes::TIMESTAMP_TYPE_LOG_APPEND != 0 {
+                // Stamped by the leader: every record has the batch's max timestamp, and the
+                // leader's frame says so too.
+                header.first_timestamp = info.max_timestamp;
+            }
+            // A copy: a slice would keep the whole fetch response alive in the batch cache.
+            self.buffer_frame(state, header, Bytes::copy_from_slice(batch));
+        }
+        AppendResult {
+            base_offset,
+            last_offset: state.log_end_offset - 1,
+            log_start_offset: state.log_start_offset,
+            record_count: state.log_end_offset - base_offset,
+            log_append_time_ms: -1,
+        }
+    }
+
+    /// Puts one frame at the log end: into the active segment's tail buffer and its index, and
+    /// into the batch cache.
+    fn buffer_frame(&self, state: &mut State, header: FrameHeader, batch: Bytes) {
+        assert_eq!(
+            header.base_offset, state.log_end_offset,
+            "frames are contiguous"
+        );
+        state.active_mut().append(header, &batch);
+        let last_offset = header.last_offset();
+        if let Some(cache) = &self.cache {
+            cache.insert(self.cache_key, header.base_offset, last_offset, batch);
+        }
+        state.log_end_offset = last_offset + 1;
     }
 
     fn needs_roll(&self, incoming_bytes: u64, incoming_records: i64) -> bool {
@@ -869,10 +1093,12 @@ impl PartitionLog {
         let end_offset = end_offset.min(state.log_end_offset);
         state.durable_end_offset = state.durable_end_offset.max(end_offset);
         if self.auto_high_watermark {
-            state.high_watermark = state.high_watermark.max(state.durable_end_offset);
+            let committed = state.durable_end_offset.min(state.leader_appended_end);
+            state.high_watermark = state.high_watermark.max(committed);
         }
         state.unflushed_messages = 0;
         state.last_flush_ms = now_ms();
+        self.durable_changed.notify(usize::MAX);
     }
 
     /// Syncs if the relaxed policy's `flush.ms` has passed. Called by the shard's background
@@ -911,6 +1137,17 @@ impl PartitionLog {
             };
             listener.await;
         }
+    }
+
+    /// Takes the exclusive hold that the caller just saw free, with no await since.
+    fn exclusive_now(&self) -> ExclusiveGuard<'_> {
+        let mut state = self.state.borrow_mut();
+        assert!(
+            !state.exclusive && !state.closed,
+            "exclusive hold taken while not free"
+        );
+        state.exclusive = true;
+        ExclusiveGuard { log: self }
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
@@ -1185,6 +1422,16 @@ impl PartitionLog {
         if let Some(cache) = &self.cache {
             cache.remove_below(self.cache_key, new_start);
         }
+        // Kafka's truncateFromStart. If a crash comes first, opening moves the entries the same
+        // way from the log start checkpoint just written.
+        let moved = self
+            .state
+            .borrow_mut()
+            .leader_epochs
+            .truncate_from_start(new_start);
+        if moved {
+            self.write_leader_epochs().await?;
+        }
         Ok(())
     }
 
@@ -1291,6 +1538,16 @@ impl PartitionLog {
     async fn truncate_locked(&self, offset: i64) -> Result<i64> {
         let end = self.state.borrow().log_end_offset;
         if offset >= end {
+            // No batch goes, but an epoch recorded at the log end by an append that then
+            // appended nothing may.
+            let trimmed = self
+                .state
+                .borrow_mut()
+                .leader_epochs
+                .truncate_from_end(offset);
+            if trimmed {
+                self.write_leader_epochs().await?;
+            }
             return Ok(end);
         }
         self.sync_to(end).await?;
@@ -1343,18 +1600,32 @@ impl PartitionLog {
             // The batch holding the old log start was cut: the log now starts at its end.
             write_log_start(&self.storage, &self.dir, new_end).await?;
         }
+        // After the data is cut and synced: a crash before this write leaves entries past the
+        // recovered end, which opening drops; the other order could lose an epoch of batches
+        // that survived.
+        let trimmed = self
+            .state
+            .borrow_mut()
+            .leader_epochs
+            .truncate_from_end(offset.min(new_end));
+        if trimmed {
+            self.write_leader_epochs().await?;
+        }
         let mut state = self.state.borrow_mut();
         state.log_end_offset = new_end;
         state.durable_end_offset = new_end;
         state.written_end_offset = new_end;
         state.high_watermark = state.high_watermark.min(new_end);
+        state.leader_appended_end = state.leader_appended_end.min(new_end);
         state.log_start_offset = state.log_start_offset.min(new_end);
+        state.truncations += 1;
         state.read_ahead = None;
         if let Some(cache) = &self.cache {
             cache.remove_from(self.cache_key, new_end);
         }
         drop(state);
         self.data_changed.notify(usize::MAX);
+        self.durable_changed.notify(usize::MAX);
         Ok(new_end)
     }
 
@@ -1388,6 +1659,7 @@ impl PartitionLog {
         }
         self.state.borrow_mut().closed = true;
         self.data_changed.notify(usize::MAX);
+        self.durable_changed.notify(usize::MAX);
         self.stop_runway().await;
         self.close_files().await?;
         drop(guard);
@@ -1413,6 +1685,7 @@ impl PartitionLog {
         let _guard = self.exclusive().await?;
         self.state.borrow_mut().closed = true;
         self.data_changed.notify(usize::MAX);
+        self.durable_changed.notify(usize::MAX);
         self.stop_runway().await;
         if let Some(cache) = &self.cache {
             cache.remove_log(self.cache_key);
@@ -1423,6 +1696,67 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// The frame header for a batch as it is, before the log sets anything: its own offsets,
+/// timestamps, CRC-32C and leader epoch.
+fn frame_header_for(info: &BatchInfo) -> FrameHeader {
+    FrameHeader {
+        magic: FRAME_MAGIC,
+        version: FRAME_VERSION,
+        flags: 0,
+        base_offset: info.base_offset,
+        first_timestamp: info.base_timestamp,
+        max_timestamp: info.max_timestamp,
+        last_offset_delta: info.last_offset_delta,
+        record_count: info.records_count,
+        payload_bytes: info.total_bytes() as u32,
+        leader_epoch: info.partition_leader_epoch,
+        batch_crc: info.crc,
+        synced_position: 0,
+        reserved: 0,
+        header_crc: 0,
+    }
+}
+
+/// Loads the leader epoch cache when a log is opened.
+///
+/// The checkpoint is written before any batch that starts an epoch is buffered (see
+/// `PartitionLog::record_leader_epochs`), so it lacks no epoch of the frames recovery kept and
+/// needs no scan of them. Entries at or past the recovered log end (their batches were lost in
+/// a crash, or a truncation did not get to rewrite the checkpoint) are dropped, durably: an
+/// append under an older epoch could otherwise make them valid again. A missing or damaged
+/// checkpoint is rebuilt from the frame headers, which costs one read of the whole log, and
+/// written back. Returns the entries and whether they were rebuilt.
+async fn open_leader_epochs(
+    storage: &Storage,
+    dir: &Path,
+    segments: &BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+) -> Result<(LeaderEpochs, bool)> {
+    let has_frames = segments.values().any(|segment| !segment.is_empty());
+    let (mut epochs, rebuild) = match read_epoch_file(storage, dir).await? {
+        EpochFile::Loaded(epochs) => (epochs, false),
+        // A new log, or one whose frames all predate the checkpoint.
+        EpochFile::Missing => (LeaderEpochs::default(), has_frames),
+        EpochFile::Damaged(reason) => {
+            tracing::warn!(dir = %dir.display(), %reason, "rebuilding damaged leader epoch checkpoint");
+            (LeaderEpochs::default(), true)
+        }
+    };
+    if rebuild {
+        for segment in segments.values() {
+            scan_segment_epochs(segment, &mut epochs).await?;
+        }
+    }
+    let trimmed = epochs.truncate_from_end(log_end_offset);
+    // An entry before the log start is harmless on disk: every open moves it the same way.
+    epochs.truncate_from_start(log_start_offset);
+    if rebuild || trimmed {
+        write_epoch_file(storage, dir, &epochs).await?;
+    }
+    Ok((epochs, rebuild))
 }
 
 /// Finds where to cut a segment so that no batch at or past `offset` remains: the position of

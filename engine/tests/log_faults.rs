@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use ringlog_engine::config::LogConfig;
+use ringlog_engine::epochs::LeaderEpochs;
 use ringlog_engine::format::{build_batch, validate_batch};
 use ringlog_engine::log::{LogOptions, PartitionLog, ReadLimit};
 use ringlog_engine::rt::{
@@ -103,7 +104,10 @@ async fn run_seed(seed: u64) -> Result<Outcome, String> {
                     let value =
                         format!("{seed}/{crash}/{appender}/{sequence}").repeat(1 + size / 16);
                     let batch = build_batch(i64::from(sequence), &[(None, Some(value.as_bytes()))]);
-                    match log.append(&batch, 0).await {
+                    // Appenders race with different epochs, each crash starting newer ones:
+                    // epochs arrive out of order, and the older ones are not recorded.
+                    let leader_epoch = (crash * APPENDERS + appender) as i32;
+                    match log.append(&batch, leader_epoch).await {
                         Ok(result) => acked
                             .borrow_mut()
                             .push((result.base_offset, batch.slice(21..))),
@@ -147,6 +151,7 @@ async fn verify(
     outcome: &mut Outcome,
 ) -> Result<(), String> {
     let mut found = std::collections::HashMap::new();
+    let mut found_epochs = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.high_watermark() {
         let read = log
@@ -166,8 +171,28 @@ async fn verify(
                 ));
             }
             found.insert(info.base_offset, batch.slice(21..));
+            found_epochs.push((info.base_offset, info.partition_leader_epoch));
             offset = info.base_offset + i64::from(info.records_count);
         }
+    }
+    // The leader epoch checkpoint holds exactly what the surviving batches imply: it was
+    // written before any batch that starts an epoch, and trimmed to the recovered end.
+    let mut implied = LeaderEpochs::default();
+    let mut epochs_seen: Vec<(i64, i32)> = found_epochs;
+    epochs_seen.sort_unstable();
+    for (offset, epoch) in epochs_seen {
+        implied.assign(epoch, offset);
+    }
+    let implied: Vec<(i32, i64)> = implied
+        .entries()
+        .iter()
+        .map(|entry| (entry.epoch, entry.start_offset))
+        .collect();
+    if log.leader_epochs() != implied {
+        return Err(format!(
+            "leader epochs {:?} where the batches imply {implied:?}",
+            log.leader_epochs()
+        ));
     }
     for (offset, bytes) in acked {
         match found.get(offset) {
