@@ -23,6 +23,7 @@
 
 mod command;
 mod leadership;
+mod liveness;
 mod log_store;
 mod network;
 mod node;
@@ -38,6 +39,7 @@ pub use command::{
     new_topic_id, BrokerRegistration, CommandResponse, ControllerState, ElectionType,
     MetadataCommand, TopicSpec, COMMAND_BYTES_MAX,
 };
+pub use liveness::{HeartbeatReply, SESSION_CHECK_INTERVAL};
 pub use log_store::{LogStore, LOG_FILE, VOTE_FILE};
 pub use network::FRAME_BYTES_MAX;
 pub use node::{ControllerConfig, ControllerNode, ControllerTuning, PROPOSE_TIMEOUT};

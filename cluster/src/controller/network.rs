@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::command::{CommandResponse, MetadataCommand};
+use super::liveness::{HeartbeatReply, Liveness};
+use super::sessions::Heartbeat;
 use super::{ControllerId, Raft, TypeConfig};
 
 /// The largest frame, either way. An AppendEntries carries at most `PAYLOAD_ENTRIES_MAX`
@@ -69,6 +71,8 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A command for the leader to commit, from a controller that is not the leader.
     Propose(MetadataCommand),
+    /// A broker's heartbeat, for the leader's sessions.
+    Heartbeat(Heartbeat),
 }
 
 /// The answer to a [`Request`] of the same name.
@@ -83,6 +87,7 @@ pub enum Response {
         >,
     ),
     Propose(Result<CommandResponse, ProposeRefusal>),
+    Heartbeat(Result<HeartbeatReply, ProposeRefusal>),
 }
 
 /// Why a forwarded command was not committed.
@@ -314,7 +319,12 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// Serves the controller port until the task is dropped: one task per connection, at most
 /// [`CONNECTIONS_MAX`]. A connection that sends something that is not a frame of a request
 /// (too long, not JSON, too slow) is closed with a log line; nothing else is affected.
-pub async fn serve(listener: TcpListener, raft: Raft, propose_timeout: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft,
+    liveness: Liveness,
+    propose_timeout: Duration,
+) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -331,9 +341,10 @@ pub async fn serve(listener: TcpListener, raft: Raft, propose_timeout: Duration)
             continue;
         };
         let raft = raft.clone();
+        let liveness = liveness.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = serve_connection(stream, &raft, propose_timeout).await {
+            if let Err(error) = serve_connection(stream, &raft, &liveness, propose_timeout).await {
                 tracing::warn!(%peer, %error, "controller port: closing a connection");
             }
         });
@@ -343,6 +354,7 @@ pub async fn serve(listener: TcpListener, raft: Raft, propose_timeout: Duration)
 async fn serve_connection(
     mut stream: TcpStream,
     raft: &Raft,
+    liveness: &Liveness,
     propose_timeout: Duration,
 ) -> Result<(), FrameError> {
     stream.set_nodelay(true)?;
@@ -361,6 +373,9 @@ async fn serve_connection(
             }
             Request::Propose(command) => {
                 Response::Propose(commit_here(raft, command, propose_timeout).await)
+            }
+            Request::Heartbeat(heartbeat) => {
+                Response::Heartbeat(liveness.heartbeat(heartbeat).await)
             }
         };
         write_frame(&mut stream, &response).await?;

@@ -23,12 +23,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use super::command::{CommandResponse, ControllerState, MetadataCommand, COMMAND_BYTES_MAX};
+use super::liveness::{HeartbeatReply, Liveness};
 use super::log_store::LogStore;
 use super::network::{
     self, commit_here, NetworkFactory, ProposeRefusal, Request, Response, PAYLOAD_ENTRIES_MAX,
     SNAPSHOT_CHUNK_BYTES,
 };
 use super::quorum::Quorum;
+use super::sessions::{Heartbeat, BROKER_SESSION_TIMEOUT_MS_DEFAULT};
 use super::state_machine::StateMachineStore;
 use super::{ControllerId, Error, Raft, Result};
 use crate::metadata::{new_cluster_id, MetadataImage};
@@ -41,6 +43,10 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a proposal waits between two tries when there is no leader, or the one it tried
 /// said it is not the leader any more; a leader change wakes it sooner.
 const PROPOSE_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long a heartbeat may take to reach the active controller and be answered; a broker
+/// heartbeats every 2 s by default, so a slower answer is as good as lost.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the controller thread may take to open its stores, bind and start openraft.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,6 +97,9 @@ pub struct ControllerConfig {
     /// The controller's own directory (`raft-log`, `raft-vote`, `raft-committed`, `snapshot`).
     pub data_dir: PathBuf,
     pub tuning: ControllerTuning,
+    /// Kafka's `broker.session.timeout.ms`: the active controller fences a broker it has not
+    /// heard from for this long.
+    pub session_timeout_ms: u64,
     /// The image a new cluster starts from (a single-node broker's `cluster-metadata.json`
     /// when it becomes a quorum); a new empty image with a random cluster id when `None`.
     pub seed_image: Option<MetadataImage>,
@@ -109,6 +118,7 @@ impl ControllerConfig {
             quorum,
             data_dir: data_dir.into(),
             tuning: ControllerTuning::default(),
+            session_timeout_ms: BROKER_SESSION_TIMEOUT_MS_DEFAULT,
             seed_image: None,
         }
     }
@@ -120,6 +130,7 @@ pub struct ControllerNode {
     address: SocketAddr,
     raft: Raft,
     state_machine: StateMachineStore,
+    liveness: Liveness,
     quorum: Quorum,
     runtime: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
@@ -131,6 +142,7 @@ struct Started {
     address: SocketAddr,
     raft: Raft,
     state_machine: StateMachineStore,
+    liveness: Liveness,
     runtime: tokio::runtime::Handle,
 }
 
@@ -187,6 +199,7 @@ impl ControllerNode {
             address: started.address,
             raft: started.raft,
             state_machine: started.state_machine,
+            liveness: started.liveness,
             quorum,
             runtime: started.runtime,
             stop: Some(stop),
@@ -240,6 +253,32 @@ impl ControllerNode {
                 Err(error) => Err(error),
             }
         }
+    }
+
+    /// Sends a broker's heartbeat to the active controller (this one, or forwarded) and
+    /// resolves to its answer. Like [`ControllerNode::propose`], the future needs no tokio.
+    pub fn heartbeat(
+        &self,
+        heartbeat: Heartbeat,
+    ) -> impl Future<Output = Result<HeartbeatReply>> + Send + 'static {
+        let (sender, receiver) = oneshot::channel();
+        let liveness = self.liveness.clone();
+        let raft = self.raft.clone();
+        let quorum = self.quorum.clone();
+        self.runtime.spawn(async move {
+            let _ = sender.send(send_heartbeat(&raft, &liveness, &quorum, heartbeat).await);
+        });
+        async move { receiver.await.unwrap_or(Err(Error::Stopped)) }
+    }
+
+    /// How far this controller has applied the metadata log (a broker's heartbeat reports it:
+    /// a fenced broker is let in once it has applied its own registration).
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |log_id| log_id.index)
     }
 
     /// [`ControllerNode::propose`], blocking the calling thread: for tools and tests, never
@@ -321,8 +360,10 @@ fn run(
                 tokio::spawn(network::serve(
                     serve_listener,
                     raft.clone(),
+                    started.liveness.clone(),
                     PROPOSE_TIMEOUT,
                 ));
+                tokio::spawn(started.liveness.clone().expire_sessions());
                 tokio::spawn(initialize_cluster(
                     raft.clone(),
                     state_machine,
@@ -404,10 +445,17 @@ async fn start_raft(
             Err(error) => return Err(Error::Raft(error.to_string())),
         }
     }
+    let liveness = Liveness::new(
+        config.node_id,
+        raft.clone(),
+        state_machine.clone(),
+        config.session_timeout_ms,
+    );
     let started = Started {
         address,
         raft,
         state_machine,
+        liveness,
         runtime: tokio::runtime::Handle::current(),
     };
     Ok((started, listener))
@@ -497,6 +545,47 @@ async fn propose(
         let wait = PROPOSE_RETRY_INTERVAL.min(remaining);
         let _ = tokio::time::timeout(wait, metrics.changed()).await;
     }
+}
+
+/// A heartbeat answered here if this controller leads, else by the leader over the controller
+/// port; one try, since the broker heartbeats again soon anyway.
+async fn send_heartbeat(
+    raft: &Raft,
+    liveness: &Liveness,
+    quorum: &Quorum,
+    heartbeat: Heartbeat,
+) -> Result<HeartbeatReply> {
+    let leader = raft.metrics().borrow().current_leader;
+    let timeout_ms = HEARTBEAT_TIMEOUT.as_millis() as u64;
+    let Some(leader) = leader else {
+        return Err(Error::NoLeader { timeout_ms });
+    };
+    let refused = |refusal: ProposeRefusal| Error::Raft(refusal.to_string());
+    if leader == liveness_id(raft) {
+        return liveness.heartbeat(heartbeat).await.map_err(refused);
+    }
+    let address = quorum
+        .address(leader)
+        .ok_or(Error::NoLeader { timeout_ms })?;
+    let mut stream = tokio::time::timeout(HEARTBEAT_TIMEOUT, network::connect(address))
+        .await
+        .map_err(|_| Error::NoLeader { timeout_ms })?
+        .map_err(|error| Error::Raft(error.to_string()))?;
+    match network::call_on(
+        &mut stream,
+        &Request::Heartbeat(heartbeat),
+        HEARTBEAT_TIMEOUT,
+    )
+    .await
+    {
+        Ok(Response::Heartbeat(reply)) => reply.map_err(refused),
+        Ok(_) => Err(Error::Raft("a response of the wrong kind".into())),
+        Err(error) => Err(Error::Raft(error.to_string())),
+    }
+}
+
+fn liveness_id(raft: &Raft) -> ControllerId {
+    raft.metrics().borrow().id
 }
 
 enum Forwarded {

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// Kafka's default `broker.session.timeout.ms`: about four missed heartbeats at the default
 /// 2 s interval, so one slow heartbeat (a GC pause, a busy disk) does not fence a broker.
 pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
@@ -32,7 +34,7 @@ pub struct Registered {
 }
 
 /// A BrokerHeartbeat request's content.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub broker_id: i32,
     pub broker_epoch: u64,
