@@ -3,16 +3,18 @@
 //! partitions it owns, and the bus to the other shards. Serves [`BrokerRequest`]s.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use event_listener::Event;
+use ringlog_cluster::controller::{BrokerRegistration, ControllerNode};
 use ringlog_cluster::metadata::effective_log_config;
 use ringlog_cluster::MetadataImage;
 use ringlog_engine::bus::Bus;
@@ -33,6 +35,8 @@ use crate::groups::GroupCoordinator;
 use crate::messages::{BrokerRequest, BrokerResponse, PartitionResults, PartitionState, ReadSpec};
 use crate::metrics::BrokerMetrics;
 use crate::producers::{ProducerStates, SequenceCheck, PRODUCER_SNAPSHOT_FILE};
+use crate::quorum::QuorumLink;
+use crate::replica::Replication;
 use crate::BrokerConfig;
 
 /// Bytes read per step while rebuilding a partition's producer state from its log.
@@ -42,6 +46,8 @@ pub type BrokerBus = Bus<BrokerRequest, BrokerResponse>;
 
 /// One per shard.
 pub struct Broker {
+    /// This broker itself, for work that outlives a borrow of it (tasks it spawns).
+    me: std::rc::Weak<Broker>,
     pub config: Arc<BrokerConfig>,
     /// The address the Kafka listener is bound to, shared by every shard: set by shard 0 when
     /// it binds, before any shard accepts a connection.
@@ -53,8 +59,16 @@ pub struct Broker {
     metadata: RefCell<Arc<MetadataImage>>,
     table: RefCell<ShardTable>,
     producers: RefCell<HashMap<TopicPartition, Rc<RefCell<ProducerStates>>>>,
-    /// Shard 0 only: the single-node controller.
-    pub controller: Option<Controller>,
+    /// Shard 0 only: the single-node controller, or the link to the controller quorum.
+    pub controller: Option<ControllerRole>,
+    /// A multi-node cluster's controller of this node (every shard may propose to it).
+    quorum: Option<Arc<ControllerNode>>,
+    /// The registered brokers, as the metadata this shard last received has them.
+    brokers: RefCell<Arc<BTreeMap<i32, BrokerRegistration>>>,
+    /// The roles of this shard's partitions in a multi-node cluster, and their replication.
+    pub replication: Replication,
+    /// Set once the broker is stopping (fetchers end).
+    stopping: Cell<bool>,
     /// The consumer groups whose `__consumer_offsets` partitions this shard owns.
     pub groups: GroupCoordinator,
     /// This shard's client connections, once it accepts them (adopted ones join them).
@@ -75,10 +89,13 @@ impl Broker {
         shard: Rc<Shard>,
         storage: Storage,
         shard_count: usize,
-        controller: Option<Controller>,
+        controller: Option<ControllerRole>,
+        quorum: Option<Arc<ControllerNode>>,
     ) -> Rc<Broker> {
         let groups = GroupCoordinator::new(&config);
-        Rc::new(Broker {
+        let replication = Replication::new(config.node_id);
+        Rc::new_cyclic(|me| Broker {
+            me: me.clone(),
             config,
             listen_address,
             shard_id: shard.id(),
@@ -89,6 +106,10 @@ impl Broker {
             table: RefCell::new(ShardTable::new(shard_count)),
             producers: RefCell::new(HashMap::new()),
             controller,
+            quorum,
+            brokers: RefCell::new(Arc::new(BTreeMap::new())),
+            replication,
+            stopping: Cell::new(false),
             groups,
             connections: RefCell::new(None),
             ready: Cell::new(false),
@@ -108,6 +129,122 @@ impl Broker {
             .copied()
             .unwrap_or(self.config.listen);
         self.config.advertised_for(bound)
+    }
+
+    /// Whether this broker is a node of a multi-node cluster (`--controller-quorum`).
+    pub fn is_clustered(&self) -> bool {
+        self.quorum.is_some()
+    }
+
+    /// This node's controller of the quorum, in a multi-node cluster.
+    pub fn quorum_node(&self) -> Option<&Arc<ControllerNode>> {
+        self.quorum.as_ref()
+    }
+
+    /// The registered brokers.
+    pub fn brokers(&self) -> Arc<BTreeMap<i32, BrokerRegistration>> {
+        Arc::clone(&self.brokers.borrow())
+    }
+
+    /// This broker's epoch: its registration's, once the quorum has it.
+    pub fn broker_epoch(&self) -> Option<u64> {
+        self.brokers
+            .borrow()
+            .get(&self.config.node_id)
+            .map(|registration| registration.broker_epoch)
+    }
+
+    /// Where broker `id`'s Kafka port is, as it registered it.
+    pub fn broker_address(&self, id: i32) -> Option<SocketAddr> {
+        let brokers = self.brokers.borrow();
+        let registration = brokers.get(&id)?;
+        use std::net::ToSocketAddrs;
+        (registration.host.as_str(), registration.port)
+            .to_socket_addrs()
+            .ok()?
+            .next()
+    }
+
+    /// Whether the broker is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// A partition as clients are told of it: leader, leader epoch, replicas, ISR. A single
+    /// node leads everything at epoch 0.
+    pub fn partition_view(&self, image: &MetadataImage, topic: &str, index: i32) -> PartitionView {
+        match image.partition(topic, index) {
+            Some(registration) if self.is_clustered() => PartitionView {
+                leader: registration.leader,
+                leader_epoch: registration.leader_epoch,
+                replicas: registration.replicas.clone(),
+                isr: registration.isr.clone(),
+            },
+            _ => PartitionView {
+                leader: self.config.node_id,
+                leader_epoch: crate::handlers::metadata::SINGLE_NODE_LEADER_EPOCH,
+                replicas: vec![self.config.node_id],
+                isr: vec![self.config.node_id],
+            },
+        }
+    }
+
+    /// The brokers clients are told of, with their addresses and racks: the registered,
+    /// unfenced ones in a multi-node cluster; this broker on a single node.
+    pub fn live_brokers(&self) -> Vec<(i32, String, u16, Option<String>)> {
+        if !self.is_clustered() {
+            let (host, port) = self.advertised();
+            return vec![(
+                self.config.node_id,
+                host,
+                port,
+                self.config.broker_rack.clone(),
+            )];
+        }
+        self.brokers
+            .borrow()
+            .values()
+            .filter(|registration| !registration.fenced)
+            .map(|registration| {
+                (
+                    registration.broker_id,
+                    registration.host.clone(),
+                    registration.port,
+                    registration.rack.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The node coordinating `group_id`: the leader of its `__consumer_offsets` partition, with
+    /// its address. COORDINATOR_NOT_AVAILABLE until that partition exists and has a leader.
+    pub fn coordinator_node(&self, group_id: &str) -> Result<(i32, String, u16), KafkaError> {
+        if !self.is_clustered() {
+            self.coordinator_shard(group_id)
+                .ok_or(KafkaError::CoordinatorNotAvailable)?;
+            let (host, port) = self.advertised();
+            return Ok((self.config.node_id, host, port));
+        }
+        let partition = crate::groups::storage::partition_for(group_id);
+        let image = self.metadata();
+        let leader = image
+            .partition(OFFSETS_TOPIC, partition)
+            .map(|registration| registration.leader)
+            .ok_or(KafkaError::CoordinatorNotAvailable)?;
+        let brokers = self.brokers.borrow();
+        let registration = brokers
+            .get(&leader)
+            .filter(|registration| !registration.fenced)
+            .ok_or(KafkaError::CoordinatorNotAvailable)?;
+        Ok((leader, registration.host.clone(), registration.port))
+    }
+
+    /// The controller id clients are told of: the quorum's leader, or this node.
+    pub fn controller_id(&self) -> i32 {
+        self.quorum
+            .as_ref()
+            .and_then(|node| node.current_leader())
+            .map_or(self.config.node_id, |id| id as i32)
     }
 
     pub fn set_connections(&self, connections: Rc<Connections>) {
@@ -305,14 +442,20 @@ impl Broker {
                     .collect();
                 BrokerResponse::Done(results)
             }
-            BrokerRequest::Produce(appends) => {
+            BrokerRequest::Produce {
+                appends,
+                acks,
+                timeout,
+            } => {
                 let tasks: Vec<_> = appends
                     .into_iter()
                     .map(|(partition, records)| {
                         let broker = Rc::clone(&self);
                         let key = partition.clone();
                         let task = rt::spawn(TaskClass::Latency, async move {
-                            broker.produce_local(&key, records).await
+                            broker
+                                .produce_replicated(&key, records, acks, timeout)
+                                .await
                         });
                         (partition, task)
                     })
@@ -334,14 +477,18 @@ impl Broker {
             BrokerRequest::WaitForData {
                 partitions,
                 max_wait,
+                log_end,
             } => {
                 let mut waits: Vec<Pin<Box<dyn Future<Output = ()>>>> = partitions
                     .iter()
                     .filter_map(|(partition, offset)| {
                         let log = self.log(partition).ok()?;
                         let offset = *offset;
-                        let wait: Pin<Box<dyn Future<Output = ()>>> =
-                            Box::pin(async move { log.wait_for_data(offset).await });
+                        let wait: Pin<Box<dyn Future<Output = ()>>> = if log_end {
+                            Box::pin(async move { log.wait_for_log_end_past(offset).await })
+                        } else {
+                            Box::pin(async move { log.wait_for_data(offset).await })
+                        };
                         Some(wait)
                     })
                     .collect();
@@ -373,10 +520,24 @@ impl Broker {
                     .collect();
                 BrokerResponse::State(results)
             }
+            BrokerRequest::EpochEndOffsets(queries) => {
+                let results = queries
+                    .into_iter()
+                    .map(|(partition, (current, asked))| {
+                        let result = self.log(&partition).and_then(|log| {
+                            self.replication
+                                .offset_for_leader_epoch(&partition, &log, current, asked)
+                                .map(|end| (end.epoch.0, end.end_offset.0))
+                        });
+                        (partition, result)
+                    })
+                    .collect();
+                BrokerResponse::EpochEndOffsets(results)
+            }
             BrokerRequest::OffsetForTime(queries) => {
                 let mut results = Vec::with_capacity(queries.len());
                 for (partition, timestamp) in queries {
-                    let result = match self.log(&partition) {
+                    let result = match self.leader_log(&partition) {
                         Ok(log) => offset_for_time(&log, timestamp).await,
                         Err(error) => Err(error),
                     };
@@ -387,7 +548,7 @@ impl Broker {
             BrokerRequest::DeleteRecords(requests) => {
                 let mut results = Vec::with_capacity(requests.len());
                 for (partition, offset) in requests {
-                    let result = match self.log(&partition) {
+                    let result = match self.leader_log(&partition) {
                         Ok(log) => log
                             .delete_records(offset)
                             .await
@@ -398,8 +559,18 @@ impl Broker {
                 }
                 BrokerResponse::DeletedRecords(results)
             }
-            BrokerRequest::Metadata { image, table } => {
-                self.apply_metadata(image, table);
+            BrokerRequest::Metadata {
+                image,
+                table,
+                brokers,
+            } => {
+                self.apply_metadata(Arc::clone(&image), table);
+                if let Some(brokers) = brokers {
+                    *self.brokers.borrow_mut() = brokers;
+                }
+                if self.is_clustered() {
+                    self.replication.reconcile(&self, &image).await;
+                }
                 BrokerResponse::MetadataApplied
             }
             BrokerRequest::AdoptConnection(handover) => {
@@ -415,8 +586,11 @@ impl Broker {
                 }
             }
             BrokerRequest::Controller(request) => match &self.controller {
-                Some(controller) => {
+                Some(ControllerRole::Single(controller)) => {
                     BrokerResponse::Controller(controller.handle(&self, request).await)
+                }
+                Some(ControllerRole::Quorum(link)) => {
+                    BrokerResponse::Controller(link.handle(&self, request).await)
                 }
                 None => panic!("controller requests go to shard 0"),
             },
@@ -442,6 +616,15 @@ impl Broker {
         }
     }
 
+    /// The log of a partition this broker leads (any hosted one on a single node): the only
+    /// one clients may read offsets from or delete records of.
+    fn leader_log(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog>, KafkaError> {
+        if self.is_clustered() && !self.replication.is_leader(partition) {
+            return Err(KafkaError::NotLeaderOrFollower);
+        }
+        self.log(partition)
+    }
+
     fn log(&self, partition: &TopicPartition) -> Result<Rc<PartitionLog>, KafkaError> {
         self.shard
             .log(partition)
@@ -460,7 +643,9 @@ impl Broker {
                         self.producers
                             .borrow_mut()
                             .insert(partition.clone(), Rc::new(RefCell::new(states)));
-                        if partition.topic == OFFSETS_TOPIC {
+                        // In a cluster an offsets partition's groups load when this broker
+                        // becomes its leader (`replica`), not when it opens.
+                        if partition.topic == OFFSETS_TOPIC && !self.is_clustered() {
                             self.groups
                                 .load(partition.partition.0, &log)
                                 .await
@@ -478,12 +663,135 @@ impl Broker {
         results
     }
 
+    /// Appends on the owning shard; in a cluster only as the partition's leader, stamping its
+    /// leader epoch, and with acks=all (-1) answering once the high watermark covers the
+    /// records (NOT_ENOUGH_REPLICAS before appending if the ISR is below
+    /// `min.insync.replicas`, REQUEST_TIMED_OUT if replication takes longer than `timeout`).
+    pub async fn produce_replicated(
+        self: &Rc<Self>,
+        partition: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout: Duration,
+    ) -> Result<AppendResult, KafkaError> {
+        if !self.is_clustered() {
+            return self
+                .produce_local(partition, records, SINGLE_NODE_EPOCH)
+                .await;
+        }
+        let acks_all = acks == ACKS_ALL;
+        let epoch = self.replication.check_append(partition, acks_all)?;
+        let result = self.produce_local(partition, records, epoch).await?;
+        self.replication.log_progress(self, partition);
+        if acks_all {
+            self.replication
+                .await_replication(self, partition, result.last_offset + 1, timeout)
+                .await?;
+        }
+        Ok(result)
+    }
+
+    /// An append for the group coordinator (`__consumer_offsets`): as the partition's leader,
+    /// acknowledged once every ISR member has it (Kafka writes offsets with acks=all).
+    pub async fn append_offsets(
+        &self,
+        log: &PartitionLog,
+        batch: &Bytes,
+    ) -> Result<(), KafkaError> {
+        let partition = log.topic_partition().clone();
+        if !self.is_clustered() {
+            log.append(batch, SINGLE_NODE_EPOCH)
+                .await
+                .map_err(|error| codes::from_engine(&error))?;
+            return Ok(());
+        }
+        let Some(this) = self.me.upgrade() else {
+            return Err(KafkaError::NotCoordinator);
+        };
+        let epoch = self
+            .replication
+            .check_append(&partition, true)
+            .map_err(|_| KafkaError::NotCoordinator)?;
+        let result = log
+            .append(batch, epoch)
+            .await
+            .map_err(|error| codes::from_engine(&error))?;
+        self.replication.log_progress(&this, &partition);
+        self.replication
+            .await_replication(
+                &this,
+                &partition,
+                result.last_offset + 1,
+                OFFSETS_COMMIT_TIMEOUT,
+            )
+            .await
+    }
+
+    /// A follower's append of batches fetched from the leader, kept as they are; the batches'
+    /// producer state is recorded so that this broker, once leader, still refuses duplicates.
+    /// Returns the records appended.
+    pub async fn replicated_append(
+        &self,
+        partition: &TopicPartition,
+        records: &Bytes,
+    ) -> Result<i64, KafkaError> {
+        let log = self.log(partition)?;
+        let appended = log
+            .append_replicated(records)
+            .await
+            .map_err(|error| codes::from_engine(&error))?;
+        if appended.record_count > 0 {
+            let states = Rc::clone(
+                self.producers
+                    .borrow_mut()
+                    .entry(partition.clone())
+                    .or_default(),
+            );
+            let mut states = states.borrow_mut();
+            let (batches, _) =
+                ringlog_engine::format::split_whole_batches(records).unwrap_or_default();
+            for (_, info) in batches {
+                if info.base_offset > appended.last_offset {
+                    break;
+                }
+                states.record(&info, info.base_offset);
+            }
+        }
+        Ok(appended.record_count)
+    }
+
+    /// A follower's truncation: the log is cut at `offset` and the producer state rebuilt
+    /// from what remains.
+    pub async fn truncate_replica(
+        &self,
+        partition: &TopicPartition,
+        offset: i64,
+    ) -> Result<(), KafkaError> {
+        let log = self.log(partition)?;
+        tracing::info!(%partition, from = log.log_end_offset(), to = offset, "truncating");
+        log.truncate_to(offset)
+            .await
+            .map_err(|error| codes::from_engine(&error))?;
+        let _ = self
+            .storage
+            .remove_file(&log.dir().join(PRODUCER_SNAPSHOT_FILE))
+            .await;
+        let states = rebuild_producer_states(&self.storage, &log)
+            .await
+            .map_err(|error| codes::from_engine(&error))?;
+        self.producers
+            .borrow_mut()
+            .insert(partition.clone(), Rc::new(RefCell::new(states)));
+        Ok(())
+    }
+
     /// Appends on the owning shard, with the idempotent producer's checks inside the log's
     /// append gate so that the check and the append are one step.
     async fn produce_local(
         &self,
         partition: &TopicPartition,
         records: Bytes,
+        leader_epoch: i32,
     ) -> Result<AppendResult, KafkaError> {
         let log = self.log(partition)?;
         let states = Rc::clone(
@@ -521,7 +829,7 @@ impl Broker {
             *states = scratch;
             AppendGate::Append
         };
-        match log.append_gated(&records, 0, gate).await {
+        match log.append_gated(&records, leader_epoch, gate).await {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(SequenceCheck::Duplicate(original))) => {
                 // A retry of a batch that may still be on its way to disk: answer once it is.
@@ -544,11 +852,32 @@ impl Broker {
     }
 
     async fn read_local(
-        &self,
+        self: &Rc<Self>,
         read: &ReadSpec,
     ) -> Result<ringlog_engine::log::ReadResult, KafkaError> {
         let log = self.log(&read.partition)?;
-        log.read(read.offset, read.max_bytes, ReadLimit::HighWatermark)
+        let limit = match read.replica {
+            Some((replica, current_leader_epoch)) => {
+                let high_watermark = self.replication.follower_fetch(
+                    self,
+                    &read.partition,
+                    replica,
+                    current_leader_epoch,
+                    read.offset,
+                )?;
+                let mut result = log
+                    .read(read.offset, read.max_bytes, ReadLimit::LogEnd)
+                    .await
+                    .map_err(|error| codes::from_engine(&error))?;
+                result.high_watermark = high_watermark;
+                return Ok(result);
+            }
+            None if self.is_clustered() && !self.replication.is_leader(&read.partition) => {
+                return Err(KafkaError::NotLeaderOrFollower)
+            }
+            None => ReadLimit::HighWatermark,
+        };
+        log.read(read.offset, read.max_bytes, limit)
             .await
             .map_err(|error| codes::from_engine(&error))
     }
@@ -556,6 +885,7 @@ impl Broker {
     /// Closes every log (sync, index checkpoint, clean-shutdown marker).
     /// Writes each partition's producer-state snapshot, then closes every log.
     pub async fn shutdown(&self) -> ringlog_engine::Result<()> {
+        self.stopping.set(true);
         let producers: Vec<_> = self
             .producers
             .borrow()
@@ -576,6 +906,33 @@ impl Broker {
         }
         self.shard.shutdown().await
     }
+}
+
+/// The leader epoch a single-node broker writes batches at: leadership never changes.
+const SINGLE_NODE_EPOCH: i32 = 0;
+
+/// Produce's `acks` meaning every in-sync replica.
+pub const ACKS_ALL: i16 = -1;
+
+/// How long an offset commit waits for the offsets partition's ISR: Kafka's
+/// `offsets.commit.timeout.ms` default.
+pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shard-0 role that serves controller requests.
+pub enum ControllerRole {
+    /// A single-node cluster: this broker's own controller.
+    Single(Controller),
+    /// A node of a multi-node cluster: proposals to the controller quorum.
+    Quorum(QuorumLink),
+}
+
+/// A partition as Metadata and error responses describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionView {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
 }
 
 /// ListOffsets for one partition.

@@ -2,6 +2,7 @@
 //! the metadata's errors map onto them.
 
 pub use kafka_protocol::ResponseError as KafkaError;
+use ringlog_cluster::replication::ReplicationError;
 use ringlog_cluster::MetadataError;
 use ringlog_engine::Error as EngineError;
 
@@ -32,6 +33,41 @@ pub fn from_metadata(error: &MetadataError) -> KafkaError {
         MetadataError::InvalidPartitions(_) => KafkaError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor(_) => KafkaError::InvalidReplicationFactor,
         MetadataError::InvalidConfig { .. } => KafkaError::InvalidConfig,
+        MetadataError::InvalidReplicaAssignment(_) => KafkaError::InvalidReplicaAssignment,
+        MetadataError::InvalidRequest(_) => KafkaError::InvalidRequest,
+        MetadataError::UnknownTopicOrPartition { .. } => KafkaError::UnknownTopicOrPartition,
+        MetadataError::NotController { .. } => KafkaError::NotController,
+        MetadataError::FencedLeaderEpoch { .. } => KafkaError::FencedLeaderEpoch,
+        MetadataError::InvalidUpdateVersion { .. } => KafkaError::InvalidUpdateVersion,
+        MetadataError::IneligibleReplica { .. } => KafkaError::IneligibleReplica,
+        MetadataError::PreferredLeaderNotAvailable { .. } => {
+            KafkaError::PreferredLeaderNotAvailable
+        }
+        MetadataError::ElectionNotNeeded { .. } => KafkaError::ElectionNotNeeded,
+        MetadataError::EligibleLeadersNotAvailable { .. } => {
+            KafkaError::EligibleLeadersNotAvailable
+        }
+        MetadataError::BrokerInControlledShutdown(_) => KafkaError::BrokerIdNotRegistered,
+        MetadataError::UnknownBroker(_) => KafkaError::BrokerIdNotRegistered,
+        MetadataError::StaleBrokerEpoch { .. } => KafkaError::StaleBrokerEpoch,
+        MetadataError::InvalidBrokerRegistration(_) => KafkaError::InvalidRegistration,
+        #[allow(unreachable_patterns)]
+        _ => KafkaError::UnknownServerError,
+    }
+}
+
+/// The Kafka error a client or follower gets for a refused replication event.
+pub fn from_replication(error: &ReplicationError) -> KafkaError {
+    match error {
+        ReplicationError::NotEnoughReplicas { .. } => KafkaError::NotEnoughReplicas,
+        ReplicationError::NotEnoughReplicasAfterAppend { .. } => {
+            KafkaError::NotEnoughReplicasAfterAppend
+        }
+        ReplicationError::NotLeaderOrFollower(_) => KafkaError::NotLeaderOrFollower,
+        ReplicationError::FencedLeaderEpoch { .. } => KafkaError::FencedLeaderEpoch,
+        ReplicationError::UnknownLeaderEpoch { .. } => KafkaError::UnknownLeaderEpoch,
+        ReplicationError::OffsetOutOfRange { .. } => KafkaError::OffsetOutOfRange,
+        ReplicationError::InvalidUpdateVersion { .. } => KafkaError::InvalidUpdateVersion,
         _ => KafkaError::UnknownServerError,
     }
 }

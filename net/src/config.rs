@@ -4,6 +4,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ringlog_cluster::controller::sessions::{
+    BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT, BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+};
+use ringlog_cluster::controller::{ControllerTuning, Quorum};
+use ringlog_cluster::replication::REPLICA_LAG_TIME_MAX_MS_DEFAULT;
+
 /// Kafka's `socket.request.max.bytes` default: a request frame larger than this (100 MiB) is
 /// refused before any of it is read.
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
@@ -63,6 +69,43 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// Kafka's `offsets.retention.check.interval.ms` (10 minutes).
     pub offsets_retention_check_interval_ms: i64,
+    /// Kafka's `broker.rack`: placement spreads a partition's replicas over racks when every
+    /// broker has one.
+    pub broker_rack: Option<String>,
+    /// A node of a multi-node cluster (`--controller-quorum`); `None`: a single-node cluster
+    /// whose controller is the broker's own shard 0 (`crate::controller`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node takes part in a multi-node cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The controller quorum (Kafka's `controller.quorum.voters`).
+    pub quorum: Quorum,
+    /// Where this node's controller listens.
+    pub controller_listen: String,
+    /// openraft's timings; tests shrink them.
+    pub tuning: ControllerTuning,
+    /// Kafka's `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// Kafka's `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout_ms: u64,
+    /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+}
+
+impl ClusterConfig {
+    pub fn new(quorum: Quorum, controller_listen: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            quorum,
+            controller_listen: controller_listen.into(),
+            tuning: ControllerTuning::default(),
+            heartbeat_interval_ms: BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+            session_timeout_ms: BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+            replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+        }
+    }
 }
 
 /// Kafka's `log.retention.check.interval.ms` default, the shard's own: 5 minutes.
@@ -99,6 +142,8 @@ impl BrokerConfig {
                 crate::groups::coordinator::OFFSETS_CHECKPOINT_RECORDS_MIN,
             offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
             offsets_retention_check_interval_ms: OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            broker_rack: None,
+            cluster: None,
         }
     }
 

@@ -149,6 +149,7 @@ impl Controller {
                 let request = BrokerRequest::Metadata {
                     image: Arc::clone(&image),
                     table: table.clone(),
+                    brokers: None,
                 };
                 (ShardId(index as u16), request)
             })

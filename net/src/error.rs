@@ -30,6 +30,10 @@ pub enum Error {
     #[error("stopped while starting")]
     StoppedWhileStarting,
 
+    /// This node's controller of the quorum did not start (its port, its files).
+    #[error("the controller did not start: {0}")]
+    Controller(String),
+
     /// The broker's shards all ended without listening and without an error: not expected,
     /// since a shard returns only after listening or with the error that stopped it.
     #[error("the broker stopped before it listened")]

@@ -17,6 +17,8 @@ pub mod handlers;
 pub mod messages;
 pub mod metrics;
 pub mod producers;
+pub mod quorum;
+pub mod replica;
 pub mod server;
 pub mod shutdown;
 

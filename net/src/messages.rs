@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ringlog_cluster::controller::BrokerRegistration;
 use ringlog_cluster::{ConfigChange, MetadataError, MetadataImage};
 use ringlog_engine::config::LogConfig;
 use ringlog_engine::log::{AppendResult, ReadResult};
@@ -29,6 +30,9 @@ pub struct ReadSpec {
     pub partition: TopicPartition,
     pub offset: i64,
     pub max_bytes: usize,
+    /// A follower's fetch: (its broker id, the leader epoch it fetches at). Read up to the log
+    /// end, and the follower's position counts for the ISR and high watermark.
+    pub replica: Option<(i32, i32)>,
 }
 
 /// A partition's offsets and size, for ListOffsets, OffsetForLeaderEpoch, DescribeLogDirs.
@@ -106,17 +110,27 @@ pub enum BrokerRequest {
     Delete(Vec<TopicPartition>),
     /// New configs for open partitions.
     SetConfigs(Vec<(TopicPartition, LogConfig)>),
-    /// Append client record sets (idempotence checked here, on the owning shard).
-    Produce(Vec<(TopicPartition, Bytes)>),
+    /// Append client record sets (idempotence checked here, on the owning shard); with
+    /// `acks` -1, answered once replicated, waiting at most `timeout`.
+    Produce {
+        appends: Vec<(TopicPartition, Bytes)>,
+        acks: i16,
+        timeout: Duration,
+    },
     /// Read up to the high watermark.
     Read(Vec<ReadSpec>),
     /// Returns once any partition has data past its offset, or after `max_wait`.
     WaitForData {
         partitions: Vec<(TopicPartition, i64)>,
         max_wait: Duration,
+        /// A follower's fetch: wait for the log end rather than the high watermark.
+        log_end: bool,
     },
     /// Offsets and sizes.
     State(Vec<TopicPartition>),
+    /// OffsetForLeaderEpoch on a multi-node cluster's leader: per partition (the requester's
+    /// current leader epoch, the epoch asked about).
+    EpochEndOffsets(Vec<(TopicPartition, (i32, i32))>),
     /// ListOffsets by timestamp (-1 latest, -2 earliest, -3 max timestamp, or a time).
     OffsetForTime(Vec<(TopicPartition, i64)>),
     /// DeleteRecords: advance the log start offset.
@@ -125,6 +139,8 @@ pub enum BrokerRequest {
     Metadata {
         image: Arc<MetadataImage>,
         table: ShardTable,
+        /// The registered brokers (a multi-node cluster); `None` keeps the shard's copy.
+        brokers: Option<Arc<BTreeMap<i32, BrokerRegistration>>>,
     },
     Controller(ControllerRequest),
     /// A consumer-group request, sent to the shard coordinating the group(s).
@@ -250,6 +266,8 @@ pub enum BrokerResponse {
     Read(PartitionResults<ReadResult>),
     DataReady,
     State(PartitionResults<PartitionState>),
+    /// (epoch, end offset) per partition.
+    EpochEndOffsets(PartitionResults<(i32, i64)>),
     /// (offset, timestamp); offset -1 when no record matches.
     OffsetForTime(PartitionResults<(i64, i64)>),
     /// The new log start offset (DeleteRecords' low watermark).

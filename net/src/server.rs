@@ -29,11 +29,13 @@ use ringlog_engine::shard::table::ShardTable;
 use ringlog_engine::shard::{Shard, ShardConfig};
 
 use crate::admin;
-use crate::broker::Broker;
+use crate::broker::{Broker, ControllerRole};
 use crate::connection::Connections;
 use crate::controller::Controller;
 use crate::messages::{BrokerRequest, BrokerResponse};
+use crate::quorum::QuorumLink;
 use crate::{BrokerConfig, Error, Result, Shutdown};
+use ringlog_cluster::controller::{ControllerConfig, ControllerNode};
 
 /// How often each shard looks at the shutdown flag a signal handler sets. A signal cannot wake
 /// an executor, so it is polled; 50 ms is imperceptible at shutdown and costs nothing.
@@ -73,6 +75,12 @@ fn start_inner(
     shutdown: Shutdown,
     limit: Option<Duration>,
 ) -> Result<Running> {
+    // Every path below is opened through io_uring, where a bare relative directory name
+    // ("data", no "./") fails to open as a partition's parent; absolute, it means the same.
+    let mut config = config;
+    if let Ok(absolute) = std::path::absolute(&config.data_dir) {
+        config.data_dir = absolute;
+    }
     // Locked on the caller's thread, so a second broker on the same directory fails here.
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let runtime = RuntimeConfig {
@@ -82,6 +90,7 @@ fn start_inner(
         ..RuntimeConfig::default()
     };
     let shard_count = runtime.resolved_shard_count()?;
+    let quorum = start_controller(&config)?;
     let bus = BusBuilder::<BrokerRequest, BrokerResponse>::new(shard_count);
     let config = Arc::new(config);
     tracing::info!(
@@ -94,8 +103,10 @@ fn start_inner(
     let thread = std::thread::Builder::new()
         .name("ringlog-broker".into())
         .spawn(move || {
+            let controller = quorum.clone();
             let outcomes = rt::run_shards(&runtime, move |context| {
                 let config = Arc::clone(&config);
+                let quorum = quorum.clone();
                 let bus = bus.clone();
                 let shutdown = shutdown.clone();
                 let listener_start = Arc::clone(&listener_start);
@@ -103,6 +114,7 @@ fn start_inner(
                     let outcome = shard_main(
                         context,
                         config,
+                        quorum,
                         bus,
                         shutdown.clone(),
                         Arc::clone(&listener_start),
@@ -117,6 +129,8 @@ fn start_inner(
                     outcome
                 }
             });
+            // The controller stops after the shards, which may still heartbeat to it.
+            drop(controller);
             drop(lock);
             let mut first_error = None;
             for outcome in outcomes? {
@@ -318,9 +332,42 @@ async fn unless_stopped<T>(shutdown: &Shutdown, wait: impl Future<Output = T>) -
     futures_lite::future::or(async { Ok(wait.await) }, stopped).await
 }
 
+/// Starts this node's controller of the quorum, in a multi-node cluster: on a thread of its
+/// own, with its files under `<data-dir>/controller`.
+fn start_controller(config: &BrokerConfig) -> Result<Option<Arc<ControllerNode>>> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let dir = config.data_dir.join(CONTROLLER_DIR);
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        op: "create",
+        target: dir.display().to_string(),
+        source,
+    })?;
+    let mut controller = ControllerConfig::new(
+        config.node_id as u64,
+        cluster.controller_listen.clone(),
+        cluster.quorum.clone(),
+        dir,
+    );
+    controller.tuning = cluster.tuning.clone();
+    controller.session_timeout_ms = cluster.session_timeout_ms;
+    tracing::info!(
+        quorum = %cluster.quorum, listen = %cluster.controller_listen,
+        "starting the controller"
+    );
+    let node =
+        ControllerNode::start(controller).map_err(|error| Error::Controller(error.to_string()))?;
+    Ok(Some(Arc::new(node)))
+}
+
+/// The controller's directory inside the data directory.
+pub const CONTROLLER_DIR: &str = "controller";
+
 async fn shard_main(
     context: ShardContext,
     config: Arc<BrokerConfig>,
+    quorum: Option<Arc<ControllerNode>>,
     bus: BusBuilder<BrokerRequest, BrokerResponse>,
     shutdown: Shutdown,
     listener_start: Arc<ListenerStart>,
@@ -334,22 +381,26 @@ async fn shard_main(
             retention_check_interval: Duration::from_millis(
                 config.log_retention_check_interval_ms.max(1) as u64,
             ),
+            auto_high_watermark: quorum.is_none(),
             ..ShardConfig::new(&config.data_dir)
         },
         ShardTable::new(context.shard_count),
     );
     shard.start_background();
-    let controller = if context.shard_id.0 == 0 {
-        Some(
+    let controller = match (&quorum, context.shard_id.0) {
+        (Some(node), 0) => Some(ControllerRole::Quorum(QuorumLink::new(
+            Arc::clone(node),
+            context.shard_count,
+        ))),
+        (None, 0) => Some(ControllerRole::Single(
             Controller::load(
                 storage.clone(),
                 config.data_dir.clone(),
                 context.shard_count,
             )
             .await?,
-        )
-    } else {
-        None
+        )),
+        _ => None,
     };
     let broker = Broker::new(
         Arc::clone(&config),
@@ -358,6 +409,7 @@ async fn shard_main(
         storage,
         context.shard_count,
         controller,
+        quorum.clone(),
     );
     // Registered before joining the bus, so it runs after the bus has closed: by then no
     // shard can send this one more work, and every log can be closed.
@@ -368,6 +420,9 @@ async fn shard_main(
         }
     });
     crate::groups::GroupCoordinator::start_timer(&broker);
+    if quorum.is_some() {
+        crate::replica::Replication::start_timer(&broker);
+    }
     // Joining the bus waits for every shard, and a shard other than 0 then waits for shard 0's
     // metadata: if another shard failed to start (a corrupt metadata file, say), neither ever
     // comes, so both waits end when that failure triggers the shutdown.
@@ -375,8 +430,10 @@ async fn shard_main(
     broker.set_bus(Rc::clone(&bus));
     let serving = Rc::clone(&broker);
     bus.serve(move |_from, request| Rc::clone(&serving).handle(request));
-    if let Some(controller) = &broker.controller {
+    if let Some(ControllerRole::Single(controller)) = &broker.controller {
         controller.bootstrap(&broker).await;
+    } else if let Some(ControllerRole::Quorum(link)) = &broker.controller {
+        unless_stopped(&shutdown, link.bootstrap(&broker)).await?;
     } else {
         unless_stopped(&shutdown, broker.wait_ready()).await?;
     }
@@ -408,9 +465,14 @@ async fn shard_main(
     broker.set_serving();
     let stopping = Rc::new(Stopping::default());
     let watcher = Rc::clone(&stopping);
+    let leaving = Rc::clone(&broker);
     rt::spawn_detached(TaskClass::Background, async move {
         while !shutdown.is_triggered() {
             rt::sleep(SHUTDOWN_POLL_INTERVAL).await;
+        }
+        // A cluster node hands its leaderships over while it still serves.
+        if let Some(ControllerRole::Quorum(link)) = &leaving.controller {
+            link.controlled_shutdown(&leaving).await;
         }
         watcher.stop();
     });

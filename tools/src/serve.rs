@@ -18,6 +18,12 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
+use ringlog_cluster::controller::sessions::{
+    BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT, BROKER_SESSION_TIMEOUT_MS_DEFAULT,
+};
+use ringlog_cluster::controller::Quorum;
+use ringlog_cluster::replication::REPLICA_LAG_TIME_MAX_MS_DEFAULT;
+use ringlog_net::config::ClusterConfig;
 use ringlog_net::config::{ADMIN_LISTEN_DEFAULT, DATA_DIR_DEFAULT};
 use ringlog_net::{BrokerConfig, Shutdown};
 use serde::Deserialize;
@@ -93,6 +99,42 @@ const LOG_RETENTION_CHECK_INTERVAL_MS: Setting = Setting {
     env: "RINGLOG_LOG_RETENTION_CHECK_INTERVAL_MS",
     what: "How often partitions are checked for segments past retention.ms or retention.bytes (Kafka log.retention.check.interval.ms), at least 1",
 };
+const CONTROLLER_LISTEN: Setting = Setting {
+    flag: "--controller-listen",
+    key: "controller_listen",
+    env: "RINGLOG_CONTROLLER_LISTEN",
+    what: "Controller port of a node in the controller quorum (Kafka's CONTROLLER listener); defaults to this node's address in --controller-quorum",
+};
+const CONTROLLER_QUORUM: Setting = Setting {
+    flag: "--controller-quorum",
+    key: "controller_quorum",
+    env: "RINGLOG_CONTROLLER_QUORUM",
+    what: "The controller quorum, id@host:port,... (Kafka controller.quorum.voters): 1, 3 or 5 controllers. A node whose --node-id is listed runs a controller; unset: a single-node cluster with its own controller",
+};
+const BROKER_RACK: Setting = Setting {
+    flag: "--broker-rack",
+    key: "broker_rack",
+    env: "RINGLOG_BROKER_RACK",
+    what: "This broker's rack (Kafka broker.rack): replicas of a partition are spread over racks when every broker has one",
+};
+const BROKER_SESSION_TIMEOUT_MS: Setting = Setting {
+    flag: "--broker-session-timeout-ms",
+    key: "broker_session_timeout_ms",
+    env: "RINGLOG_BROKER_SESSION_TIMEOUT_MS",
+    what: "How long the active controller waits for a broker's heartbeat before fencing it (Kafka broker.session.timeout.ms); a cluster node only",
+};
+const BROKER_HEARTBEAT_INTERVAL_MS: Setting = Setting {
+    flag: "--broker-heartbeat-interval-ms",
+    key: "broker_heartbeat_interval_ms",
+    env: "RINGLOG_BROKER_HEARTBEAT_INTERVAL_MS",
+    what: "How often a broker heartbeats to the active controller (Kafka broker.heartbeat.interval.ms); a cluster node only",
+};
+const REPLICA_LAG_TIME_MAX_MS: Setting = Setting {
+    flag: "--replica-lag-time-max-ms",
+    key: "replica_lag_time_max_ms",
+    env: "RINGLOG_REPLICA_LAG_TIME_MAX_MS",
+    what: "A follower that has not caught up with its leader for this long leaves the ISR (Kafka replica.lag.time.max.ms); a cluster node only",
+};
 /// Only a flag or the environment can name the file; the file cannot name another.
 const CONFIG: Setting = Setting {
     flag: "--config",
@@ -103,7 +145,7 @@ const CONFIG: Setting = Setting {
 
 /// Every setting, for the test that checks `--help` documents each one.
 #[cfg(test)]
-const SETTINGS: [&Setting; 11] = [
+const SETTINGS: [&Setting; 17] = [
     &DATA_DIR,
     &LISTEN,
     &ADVERTISE,
@@ -114,8 +156,19 @@ const SETTINGS: [&Setting; 11] = [
     &NUM_PARTITIONS,
     &SOCKET_REQUEST_MAX_BYTES,
     &LOG_RETENTION_CHECK_INTERVAL_MS,
+    &CONTROLLER_LISTEN,
+    &CONTROLLER_QUORUM,
+    &BROKER_RACK,
+    &BROKER_SESSION_TIMEOUT_MS,
+    &BROKER_HEARTBEAT_INTERVAL_MS,
+    &REPLICA_LAG_TIME_MAX_MS,
     &CONFIG,
 ];
+
+/// Bounds of the cluster timings (milliseconds): at least 1, and at most a day, past which a
+/// failure would go unnoticed for longer than anyone waits.
+const TIMING_MS_MIN: i64 = 1;
+const TIMING_MS_MAX: i64 = 24 * 60 * 60 * 1000;
 
 /// A broker runs at least one shard.
 const CORES_MIN: i64 = 1;
@@ -177,6 +230,24 @@ pub struct ServeArgs {
 
     #[arg(long, value_name = "MS", help = help(&LOG_RETENTION_CHECK_INTERVAL_MS, &default_config().log_retention_check_interval_ms.to_string()))]
     log_retention_check_interval_ms: Option<String>,
+
+    #[arg(long, value_name = "HOST:PORT", help = help(&CONTROLLER_LISTEN, "this node's quorum address"))]
+    controller_listen: Option<String>,
+
+    #[arg(long, value_name = "ID@HOST:PORT,...", help = help(&CONTROLLER_QUORUM, "none"))]
+    controller_quorum: Option<String>,
+
+    #[arg(long, value_name = "RACK", help = help(&BROKER_RACK, "none"))]
+    broker_rack: Option<String>,
+
+    #[arg(long, value_name = "MS", help = help(&BROKER_SESSION_TIMEOUT_MS, &BROKER_SESSION_TIMEOUT_MS_DEFAULT.to_string()))]
+    broker_session_timeout_ms: Option<String>,
+
+    #[arg(long, value_name = "MS", help = help(&BROKER_HEARTBEAT_INTERVAL_MS, &BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT.to_string()))]
+    broker_heartbeat_interval_ms: Option<String>,
+
+    #[arg(long, value_name = "MS", help = help(&REPLICA_LAG_TIME_MAX_MS, &REPLICA_LAG_TIME_MAX_MS_DEFAULT.to_string()))]
+    replica_lag_time_max_ms: Option<String>,
 }
 
 /// One flag's help line, with the environment variable and default that `--help` must show.
@@ -192,7 +263,7 @@ fn help(setting: &Setting, default: &str) -> String {
 pub fn default_file() -> String {
     let defaults = default_config();
     let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
-    let entries: [(&Setting, Option<String>); 10] = [
+    let entries: [(&Setting, Option<String>); 16] = [
         (&NODE_ID, Some(defaults.node_id.to_string())),
         (
             &DATA_DIR,
@@ -218,6 +289,21 @@ pub fn default_file() -> String {
         (
             &LOG_RETENTION_CHECK_INTERVAL_MS,
             Some(defaults.log_retention_check_interval_ms.to_string()),
+        ),
+        (&CONTROLLER_QUORUM, None),
+        (&CONTROLLER_LISTEN, None),
+        (&BROKER_RACK, None),
+        (
+            &BROKER_SESSION_TIMEOUT_MS,
+            Some(BROKER_SESSION_TIMEOUT_MS_DEFAULT.to_string()),
+        ),
+        (
+            &BROKER_HEARTBEAT_INTERVAL_MS,
+            Some(BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT.to_string()),
+        ),
+        (
+            &REPLICA_LAG_TIME_MAX_MS,
+            Some(REPLICA_LAG_TIME_MAX_MS_DEFAULT.to_string()),
         ),
     ];
     let mut text = String::from(
@@ -353,7 +439,7 @@ pub fn resolve(
     let from_flags = text_layer(Source::Flag, flags)?;
     let from_file = file.map(file_layer).transpose()?.unwrap_or_default();
     let from_env = text_layer(Source::Env, &env_settings(env)?)?;
-    Ok(from_flags.or(from_file).or(from_env).into_config())
+    from_flags.or(from_file).or(from_env).into_config()
 }
 
 /// Where a value came from, for error messages.
@@ -388,6 +474,12 @@ struct Layer {
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<usize>,
     log_retention_check_interval_ms: Option<i64>,
+    controller_listen: Option<String>,
+    controller_quorum: Option<Quorum>,
+    broker_rack: Option<String>,
+    broker_session_timeout_ms: Option<u64>,
+    broker_heartbeat_interval_ms: Option<u64>,
+    replica_lag_time_max_ms: Option<u64>,
     topic_defaults: Option<Vec<(String, String)>>,
 }
 
@@ -409,16 +501,61 @@ impl Layer {
             log_retention_check_interval_ms: self
                 .log_retention_check_interval_ms
                 .or(lower.log_retention_check_interval_ms),
+            controller_listen: self.controller_listen.or(lower.controller_listen),
+            controller_quorum: self.controller_quorum.or(lower.controller_quorum),
+            broker_rack: self.broker_rack.or(lower.broker_rack),
+            broker_session_timeout_ms: self
+                .broker_session_timeout_ms
+                .or(lower.broker_session_timeout_ms),
+            broker_heartbeat_interval_ms: self
+                .broker_heartbeat_interval_ms
+                .or(lower.broker_heartbeat_interval_ms),
+            replica_lag_time_max_ms: self
+                .replica_lag_time_max_ms
+                .or(lower.replica_lag_time_max_ms),
             topic_defaults: self.topic_defaults.or(lower.topic_defaults),
         }
     }
 
-    fn into_config(self) -> BrokerConfig {
+    fn into_config(self) -> anyhow::Result<BrokerConfig> {
         let defaults = default_config();
+        let node_id = self.node_id.unwrap_or(defaults.node_id);
+        let cluster = match (self.controller_quorum, self.controller_listen) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(anyhow!(
+                    "{} needs {}: a controller port belongs to a member of the controller quorum",
+                    CONTROLLER_LISTEN.flag,
+                    CONTROLLER_QUORUM.flag
+                ))
+            }
+            (Some(quorum), listen) => {
+                let mut cluster = cluster_config(node_id, quorum, listen)?;
+                if let Some(timeout) = self.broker_session_timeout_ms {
+                    cluster.session_timeout_ms = timeout;
+                }
+                if let Some(interval) = self.broker_heartbeat_interval_ms {
+                    cluster.heartbeat_interval_ms = interval;
+                }
+                if let Some(lag) = self.replica_lag_time_max_ms {
+                    cluster.replica_lag_time_max_ms = lag;
+                }
+                if cluster.heartbeat_interval_ms >= cluster.session_timeout_ms {
+                    return Err(anyhow!(
+                        "{} ({} ms) must be shorter than {} ({} ms), or every broker is fenced",
+                        BROKER_HEARTBEAT_INTERVAL_MS.flag,
+                        cluster.heartbeat_interval_ms,
+                        BROKER_SESSION_TIMEOUT_MS.flag,
+                        cluster.session_timeout_ms
+                    ));
+                }
+                Some(cluster)
+            }
+        };
         // A struct literal rather than field assignments, so a field added to BrokerConfig
         // fails to compile here until it has a setting.
-        BrokerConfig {
-            node_id: self.node_id.unwrap_or(defaults.node_id),
+        Ok(BrokerConfig {
+            node_id,
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
             listen: self.listen.unwrap_or(defaults.listen),
             advertise: self.advertise.or(defaults.advertise),
@@ -445,8 +582,35 @@ impl Layer {
             // Kafka's defaults until the operator-surface issue exposes them.
             offsets_retention_ms: defaults.offsets_retention_ms,
             offsets_retention_check_interval_ms: defaults.offsets_retention_check_interval_ms,
-        }
+            broker_rack: self.broker_rack.or(defaults.broker_rack),
+            cluster,
+        })
     }
+}
+
+/// A node of a multi-node cluster: in the quorum it runs a controller, on `listen` or else on
+/// its own address in the quorum list; outside it, it would be a broker only.
+fn cluster_config(
+    node_id: i32,
+    quorum: Quorum,
+    listen: Option<String>,
+) -> anyhow::Result<ClusterConfig> {
+    let id = node_id as u64;
+    if !quorum.contains(id) {
+        return Err(anyhow!(
+            "node {node_id} is not in the controller quorum {quorum}: broker-only nodes are not \
+             supported yet, so every node must be listed in {}",
+            CONTROLLER_QUORUM.flag
+        ));
+    }
+    let listen = match listen {
+        Some(listen) => listen,
+        None => quorum
+            .address(id)
+            .expect("the quorum contains the node")
+            .to_string(),
+    };
+    Ok(ClusterConfig::new(quorum, listen))
 }
 
 /// The environment's settings in the flags' shape, so both go through [`text_layer`].
@@ -475,6 +639,12 @@ fn env_settings(env: &dyn Fn(&str) -> Option<OsString>) -> anyhow::Result<ServeA
         num_partitions: text(&NUM_PARTITIONS)?,
         socket_request_max_bytes: text(&SOCKET_REQUEST_MAX_BYTES)?,
         log_retention_check_interval_ms: text(&LOG_RETENTION_CHECK_INTERVAL_MS)?,
+        controller_listen: text(&CONTROLLER_LISTEN)?,
+        controller_quorum: text(&CONTROLLER_QUORUM)?,
+        broker_rack: text(&BROKER_RACK)?,
+        broker_session_timeout_ms: text(&BROKER_SESSION_TIMEOUT_MS)?,
+        broker_heartbeat_interval_ms: text(&BROKER_HEARTBEAT_INTERVAL_MS)?,
+        replica_lag_time_max_ms: text(&REPLICA_LAG_TIME_MAX_MS)?,
     })
 }
 
@@ -529,6 +699,40 @@ fn text_layer(source: Source<'_>, settings: &ServeArgs) -> anyhow::Result<Layer>
             &settings.log_retention_check_interval_ms,
             LOG_RETENTION_CHECK_INTERVAL_MS_MIN,
             LOG_RETENTION_CHECK_INTERVAL_MS_MAX,
+        )?,
+        controller_listen: text_setting(
+            source,
+            &CONTROLLER_LISTEN,
+            &settings.controller_listen,
+            parse_host_port,
+        )?,
+        controller_quorum: text_setting(
+            source,
+            &CONTROLLER_QUORUM,
+            &settings.controller_quorum,
+            parse_quorum,
+        )?,
+        broker_rack: text_setting(source, &BROKER_RACK, &settings.broker_rack, parse_rack)?,
+        broker_session_timeout_ms: text_integer(
+            source,
+            &BROKER_SESSION_TIMEOUT_MS,
+            &settings.broker_session_timeout_ms,
+            TIMING_MS_MIN,
+            TIMING_MS_MAX,
+        )?,
+        broker_heartbeat_interval_ms: text_integer(
+            source,
+            &BROKER_HEARTBEAT_INTERVAL_MS,
+            &settings.broker_heartbeat_interval_ms,
+            TIMING_MS_MIN,
+            TIMING_MS_MAX,
+        )?,
+        replica_lag_time_max_ms: text_integer(
+            source,
+            &REPLICA_LAG_TIME_MAX_MS,
+            &settings.replica_lag_time_max_ms,
+            TIMING_MS_MIN,
+            TIMING_MS_MAX,
         )?,
         topic_defaults: None,
     })
@@ -591,6 +795,12 @@ struct FileSettings {
     num_partitions: Option<i64>,
     socket_request_max_bytes: Option<i64>,
     log_retention_check_interval_ms: Option<i64>,
+    controller_listen: Option<String>,
+    controller_quorum: Option<String>,
+    broker_rack: Option<String>,
+    broker_session_timeout_ms: Option<i64>,
+    broker_heartbeat_interval_ms: Option<i64>,
+    replica_lag_time_max_ms: Option<i64>,
     topic_defaults: Option<BTreeMap<String, TopicConfigValue>>,
 }
 
@@ -630,8 +840,25 @@ const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
 
 /// Kafka's broker config names this file takes, quoted, beside Ringlog's own keys: the same
 /// settings under the names a Kafka operator knows (`server.properties`).
-const KAFKA_NAMES: [(&str, KafkaName); 20] = [
+const KAFKA_NAMES: [(&str, KafkaName); 25] = [
     ("node.id", KafkaName::Setting("node_id")),
+    (
+        "controller.quorum.voters",
+        KafkaName::Setting("controller_quorum"),
+    ),
+    ("broker.rack", KafkaName::Setting("broker_rack")),
+    (
+        "broker.session.timeout.ms",
+        KafkaName::Setting("broker_session_timeout_ms"),
+    ),
+    (
+        "broker.heartbeat.interval.ms",
+        KafkaName::Setting("broker_heartbeat_interval_ms"),
+    ),
+    (
+        "replica.lag.time.max.ms",
+        KafkaName::Setting("replica_lag_time_max_ms"),
+    ),
     ("log.dir", KafkaName::Setting("data_dir")),
     ("num.partitions", KafkaName::Setting("num_partitions")),
     (
@@ -835,6 +1062,40 @@ fn file_settings(file: &ConfigFile, table: toml::Table) -> anyhow::Result<Layer>
             LOG_RETENTION_CHECK_INTERVAL_MS_MIN,
             LOG_RETENTION_CHECK_INTERVAL_MS_MAX,
         )?,
+        controller_listen: text_setting(
+            source,
+            &CONTROLLER_LISTEN,
+            &settings.controller_listen,
+            parse_host_port,
+        )?,
+        controller_quorum: text_setting(
+            source,
+            &CONTROLLER_QUORUM,
+            &settings.controller_quorum,
+            parse_quorum,
+        )?,
+        broker_rack: text_setting(source, &BROKER_RACK, &settings.broker_rack, parse_rack)?,
+        broker_session_timeout_ms: file_integer(
+            source,
+            &BROKER_SESSION_TIMEOUT_MS,
+            settings.broker_session_timeout_ms,
+            TIMING_MS_MIN,
+            TIMING_MS_MAX,
+        )?,
+        broker_heartbeat_interval_ms: file_integer(
+            source,
+            &BROKER_HEARTBEAT_INTERVAL_MS,
+            settings.broker_heartbeat_interval_ms,
+            TIMING_MS_MIN,
+            TIMING_MS_MAX,
+        )?,
+        replica_lag_time_max_ms: file_integer(
+            source,
+            &REPLICA_LAG_TIME_MAX_MS,
+            settings.replica_lag_time_max_ms,
+            TIMING_MS_MIN,
+            TIMING_MS_MAX,
+        )?,
         topic_defaults: settings
             .topic_defaults
             .map(|table| checked_topic_defaults(path, table))
@@ -950,6 +1211,26 @@ fn parse_advertise(text: &str) -> Parsed<(String, u16)> {
             "the port \"{port}\" is not a number from 1 to 65535"
         )),
     }
+}
+
+/// A controller port: `host:port`, a name or an address, port 1 to 65535.
+fn parse_host_port(text: &str) -> Parsed<String> {
+    parse_advertise(text).map(|_| text.to_string())
+}
+
+fn parse_quorum(text: &str) -> Parsed<Quorum> {
+    Quorum::parse(text).map_err(|error| match error {
+        ringlog_cluster::controller::Error::InvalidQuorum { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
+/// Kafka takes any rack name; an empty one would read as "no rack" to some tools.
+fn parse_rack(text: &str) -> Parsed<String> {
+    if text.trim().is_empty() {
+        return Err("expected a rack name".into());
+    }
+    Ok(text.to_string())
 }
 
 /// Only the two spellings TOML itself uses, so a value means the same in every source.

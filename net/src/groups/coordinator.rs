@@ -436,9 +436,10 @@ impl GroupCoordinator {
                 .map(|(key, value)| (Some(key.as_slice()), Some(value.as_slice())))
                 .collect();
             let batch = build_batch(now_ms(), &kvs);
-            log.append(&batch, 0)
+            broker
+                .append_offsets(&log, &batch)
                 .await
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| format!("{error:?}"))?;
         }
         log.delete_records(start)
             .await
@@ -942,9 +943,12 @@ impl GroupCoordinator {
             .ok_or(KafkaError::NotCoordinator)?;
         let _turn = state.gate.read().await;
         let batch = build_batch(now_ms(), records);
-        log.append(&batch, 0).await.map_err(|error| {
-            tracing::error!(%error, partition, "offsets partition append failed");
-            KafkaError::CoordinatorNotAvailable
+        broker.append_offsets(&log, &batch).await.map_err(|error| {
+            tracing::error!(?error, partition, "offsets partition append failed");
+            match error {
+                KafkaError::NotCoordinator | KafkaError::RequestTimedOut => error,
+                _ => KafkaError::CoordinatorNotAvailable,
+            }
         })?;
         Ok(())
     }

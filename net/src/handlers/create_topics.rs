@@ -112,7 +112,7 @@ pub async fn handle(
                     .with_topic_id(uuid(topic_id))
                     .with_error_code(NONE)
                     .with_num_partitions(partitions)
-                    .with_replication_factor(1)
+                    .with_replication_factor(spec.replication_factor as i16)
                     .with_configs(configs)
             }
             Err((error, message)) => failed(&spec.name, error, &message),

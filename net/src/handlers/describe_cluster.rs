@@ -1,4 +1,4 @@
-//! DescribeCluster: this broker, as the whole cluster and its controller.
+//! DescribeCluster: the live brokers and the active controller (this broker, on a single node).
 
 use std::rc::Rc;
 
@@ -20,18 +20,24 @@ pub fn handle(
     request: DescribeClusterRequest,
     _version: i16,
 ) -> DescribeClusterResponse {
-    let (host, port) = broker.advertised();
-    let node_id = BrokerId(broker.config.node_id);
     let _ = request.include_cluster_authorized_operations;
     DescribeClusterResponse::default()
         .with_error_code(NONE)
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_id(str_bytes(broker.metadata().cluster_id.clone()))
-        .with_controller_id(node_id)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(node_id)
-            .with_host(str_bytes(host))
-            .with_port(i32::from(port))
-            .with_rack(None)])
+        .with_controller_id(BrokerId(broker.controller_id()))
+        .with_brokers(
+            broker
+                .live_brokers()
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(str_bytes(host))
+                        .with_port(i32::from(port))
+                        .with_rack(rack.map(str_bytes))
+                })
+                .collect(),
+        )
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

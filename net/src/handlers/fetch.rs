@@ -25,6 +25,9 @@ use crate::messages::{BrokerRequest, BrokerResponse, ReadSpec};
 /// Fetch requests name topics by id from this version on (KIP-516).
 const TOPIC_ID_VERSION: i16 = 13;
 
+/// Fetch requests carry the follower's id in `replica_state` from this version on (KIP-903).
+const REPLICA_STATE_VERSION: i16 = 15;
+
 /// The longest a fetch may wait for data, whatever it asks: Kafka's default
 /// `request.timeout.ms` for consumers is 30 s; a longer wait would only make clients time out.
 pub const FETCH_MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -40,6 +43,7 @@ struct Slot {
     topic: usize,
     partition_index: i32,
     fetch_offset: i64,
+    current_leader_epoch: i32,
     max_bytes: usize,
     partition: Option<TopicPartition>,
     outcome: Result<ReadResult, KafkaError>,
@@ -93,6 +97,7 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
                 topic: topic_index,
                 partition_index: partition.partition,
                 fetch_offset: partition.fetch_offset,
+                current_leader_epoch: partition.current_leader_epoch,
                 max_bytes: partition.partition_max_bytes.max(0) as usize,
                 partition: exists.then(|| TopicPartition::new(name.clone(), partition.partition)),
                 outcome: Err(error),
@@ -101,7 +106,14 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
     }
     let response_max_bytes = request.max_bytes.max(0) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
-    read_all(broker, &mut slots).await;
+    // A follower's fetch (KIP-392 moved the replica id into `replica_state` in v15).
+    let replica_id = if version >= REPLICA_STATE_VERSION {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let replica = (replica_id >= 0 && broker.is_clustered()).then_some(replica_id);
+    read_all(broker, &mut slots, replica).await;
     let available: usize = slots
         .iter()
         .filter_map(|slot| slot.outcome.as_ref().ok())
@@ -110,8 +122,8 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
     let any_error = slots.iter().any(|slot| slot.outcome.is_err());
     if available < min_bytes.max(1) && !any_error && !max_wait.is_zero() && !slots.is_empty() {
         let remaining = max_wait.saturating_sub(started.elapsed());
-        wait_for_data(broker, &slots, remaining).await;
-        read_all(broker, &mut slots).await;
+        wait_for_data(broker, &slots, remaining, replica.is_some()).await;
+        read_all(broker, &mut slots, replica).await;
     }
     let node_id = BrokerId(broker.config.node_id);
     let _ = node_id;
@@ -176,7 +188,7 @@ pub async fn handle(broker: &Rc<Broker>, request: FetchRequest, version: i16) ->
 }
 
 /// Reads every known partition on its shard, one message per shard.
-async fn read_all(broker: &Rc<Broker>, slots: &mut [Slot]) {
+async fn read_all(broker: &Rc<Broker>, slots: &mut [Slot], replica: Option<i32>) {
     let items: Vec<(usize, ReadSpec)> = slots
         .iter()
         .enumerate()
@@ -188,6 +200,7 @@ async fn read_all(broker: &Rc<Broker>, slots: &mut [Slot]) {
                     partition,
                     offset: slot.fetch_offset,
                     max_bytes: slot.max_bytes,
+                    replica: replica.map(|replica| (replica, slot.current_leader_epoch)),
                 },
             ))
         })
@@ -222,7 +235,7 @@ async fn read_all(broker: &Rc<Broker>, slots: &mut [Slot]) {
 }
 
 /// Waits until any partition's shard reports new data, or `max_wait` passes.
-async fn wait_for_data(broker: &Rc<Broker>, slots: &[Slot], max_wait: Duration) {
+async fn wait_for_data(broker: &Rc<Broker>, slots: &[Slot], max_wait: Duration, log_end: bool) {
     let items: Vec<(TopicPartition, i64)> = slots
         .iter()
         .filter_map(|slot| {
@@ -243,6 +256,7 @@ async fn wait_for_data(broker: &Rc<Broker>, slots: &[Slot], max_wait: Duration) 
                 let request = BrokerRequest::WaitForData {
                     partitions,
                     max_wait,
+                    log_end,
                 };
                 broker.call(shard, request).await;
             });

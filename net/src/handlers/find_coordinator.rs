@@ -1,5 +1,5 @@
-//! FindCoordinator: this node coordinates every group (single-node cluster). Transaction
-//! coordinators are not served.
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+//! partition (this node, on a single node). Transaction coordinators are not served.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -16,22 +16,16 @@ pub fn handle(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised();
-    let node_id = broker.config.node_id;
-    let check = |key: &str| -> Result<(), KafkaError> {
+    let check = |key: &str| -> Result<(i32, String, u16), KafkaError> {
         if request.key_type != KEY_TYPE_GROUP {
             return Err(KafkaError::CoordinatorNotAvailable);
         }
-        // No coordinator until `__consumer_offsets` exists and is placed.
-        broker
-            .coordinator_shard(key)
-            .map(|_| ())
-            .ok_or(KafkaError::CoordinatorNotAvailable)
+        broker.coordinator_node(key)
     };
     if version < 4 {
         let mut response = FindCoordinatorResponse::default().with_error_message(None);
         match check(&request.key) {
-            Ok(()) => {
+            Ok((node_id, host, port)) => {
                 response.node_id = BrokerId(node_id);
                 response.host = str_bytes(host);
                 response.port = i32::from(port);
@@ -52,10 +46,10 @@ pub fn handle(
                 .with_key(key.clone())
                 .with_error_message(None);
             match check(key) {
-                Ok(()) => coordinator
+                Ok((node_id, host, port)) => coordinator
                     .with_error_code(NONE)
                     .with_node_id(BrokerId(node_id))
-                    .with_host(str_bytes(host.clone()))
+                    .with_host(str_bytes(host))
                     .with_port(i32::from(port)),
                 Err(error) => coordinator
                     .with_error_code(error.code())

@@ -53,20 +53,33 @@ pub async fn handle(
         }
     }
     let image = broker.metadata();
-    let node_id = BrokerId(broker.config.node_id);
+    let brokers = broker.live_brokers();
     let topic_entry = |name: &str, error: Option<KafkaError>| -> MetadataResponseTopic {
         let topic = image.topic(name);
         let partitions = match (topic, error) {
             (Some(topic), None) => (0..topic.partition_count)
                 .map(|index| {
+                    let view = broker.partition_view(&image, name, index);
+                    let offline: Vec<BrokerId> = view
+                        .replicas
+                        .iter()
+                        .filter(|replica| !brokers.iter().any(|(id, ..)| id == *replica))
+                        .map(|replica| BrokerId(*replica))
+                        .collect();
+                    let error = if view.leader < 0 {
+                        KafkaError::LeaderNotAvailable.code()
+                    } else {
+                        NONE
+                    };
+                    let nodes = |ids: &[i32]| ids.iter().map(|id| BrokerId(*id)).collect();
                     MetadataResponsePartition::default()
-                        .with_error_code(NONE)
+                        .with_error_code(error)
                         .with_partition_index(index)
-                        .with_leader_id(node_id)
-                        .with_leader_epoch(SINGLE_NODE_LEADER_EPOCH)
-                        .with_replica_nodes(vec![node_id])
-                        .with_isr_nodes(vec![node_id])
-                        .with_offline_replicas(Vec::new())
+                        .with_leader_id(BrokerId(view.leader))
+                        .with_leader_epoch(view.leader_epoch)
+                        .with_replica_nodes(nodes(&view.replicas))
+                        .with_isr_nodes(nodes(&view.isr))
+                        .with_offline_replicas(offline)
                 })
                 .collect(),
             _ => Vec::new(),
@@ -106,15 +119,21 @@ pub async fn handle(
             })
             .collect(),
     };
-    let (host, port) = broker.advertised();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(str_bytes(host))
-            .with_port(i32::from(port))
-            .with_rack(None)])
+        .with_brokers(
+            brokers
+                .into_iter()
+                .map(|(id, host, port, rack)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(str_bytes(host))
+                        .with_port(i32::from(port))
+                        .with_rack(rack.map(str_bytes))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
-        .with_controller_id(node_id)
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_error_code(NONE)

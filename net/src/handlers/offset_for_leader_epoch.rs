@@ -1,6 +1,8 @@
 //! OffsetForLeaderEpoch: the end offset of a leader epoch, which clients use to detect log
 //! truncation after a leader change. A single node has one epoch, 0, for every batch of every
-//! partition, so that epoch ends at the log end offset and any later one is unknown.
+//! partition, so that epoch ends at the log end offset and any later one is unknown. In a
+//! multi-node cluster the partition's leader answers from its log's epochs (`replica`), for
+//! clients and for followers truncating after a leader change (KIP-101).
 
 use std::rc::Rc;
 
@@ -65,6 +67,35 @@ pub async fn handle(
                 .with_topic(topic.topic)
                 .with_partitions(partitions),
         );
+    }
+    if broker.is_clustered() {
+        let queries = queries
+            .into_iter()
+            .map(|((topic, index, partition, current, asked), tp, ())| {
+                ((topic, index, partition), tp, (current, asked))
+            })
+            .collect();
+        let results = broker
+            .scatter(
+                queries,
+                BrokerRequest::EpochEndOffsets,
+                |response| match response {
+                    BrokerResponse::EpochEndOffsets(results) => Some(results),
+                    _ => None,
+                },
+            )
+            .await;
+        for ((topic, index, partition), outcome) in results {
+            topics[topic].partitions[index] = match outcome {
+                Ok((epoch, end_offset)) => EpochEndOffset::default()
+                    .with_error_code(NONE)
+                    .with_partition(partition)
+                    .with_leader_epoch(epoch)
+                    .with_end_offset(end_offset),
+                Err(error) => failed(partition, error),
+            };
+        }
+        return OffsetForLeaderEpochResponse::default().with_topics(topics);
     }
     let results = broker
         .scatter(

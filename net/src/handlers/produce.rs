@@ -3,6 +3,7 @@
 //! checks the idempotent producer's sequence, appends and answers once durable.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -15,7 +16,6 @@ use ringlog_engine::TopicPartition;
 use super::{str_bytes, uuid};
 use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
-use crate::handlers::metadata::SINGLE_NODE_LEADER_EPOCH;
 use crate::messages::{BrokerRequest, BrokerResponse};
 
 /// `acks` values Kafka accepts: none, the leader, all in-sync replicas.
@@ -105,11 +105,20 @@ pub async fn handle(
             }
         }
     }
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let results = broker
-        .scatter(appends, BrokerRequest::Produce, |response| match response {
-            BrokerResponse::Produced(results) => Some(results),
-            _ => None,
-        })
+        .scatter(
+            appends,
+            |appends| BrokerRequest::Produce {
+                appends,
+                acks,
+                timeout,
+            },
+            |response| match response {
+                BrokerResponse::Produced(results) => Some(results),
+                _ => None,
+            },
+        )
         .await;
     for (slot, outcome) in results {
         if let Ok(appended) = &outcome {
@@ -124,7 +133,6 @@ pub async fn handle(
     if acks == ACKS_NONE && valid_acks {
         return None;
     }
-    let node_id = BrokerId(broker.config.node_id);
     let mut responses: Vec<TopicProduceResponse> = topics
         .iter()
         .map(|(name, topic_id)| {
@@ -153,10 +161,12 @@ pub async fn handle(
                     .with_log_start_offset(-1)
                     .with_error_message(Some(str_bytes(error.to_string())));
                 if error == KafkaError::NotLeaderOrFollower && version >= 10 {
+                    let view =
+                        broker.partition_view(&image, &topics[slot.topic].0, slot.partition_index);
                     response.with_current_leader(
                         LeaderIdAndEpoch::default()
-                            .with_leader_id(node_id)
-                            .with_leader_epoch(SINGLE_NODE_LEADER_EPOCH),
+                            .with_leader_id(BrokerId(view.leader))
+                            .with_leader_epoch(view.leader_epoch),
                     )
                 } else {
                     response
