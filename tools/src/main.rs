@@ -1,9 +1,11 @@
 //! The `ringlog` binary: the broker (`serve`), the Kafka client subcommands (`topic`,
-//! `produce`, `consume`, `group`, `cluster`) and the storage inspection ones (`log`).
+//! `produce`, `consume`, `group`, `cluster`), the storage inspection ones (`log`) and a local
+//! cluster for trying things out (`dev cluster`).
 //! Each subcommand family lives in its own module; this file only parses the command line and
 //! maps outcomes to exit codes.
 
 mod cli;
+mod dev;
 mod inspect;
 mod logging;
 mod serve;
@@ -73,6 +75,9 @@ enum Command {
     /// Inspect partition logs on disk. Read-only: nothing is recovered, truncated or rewritten.
     #[command(subcommand)]
     Log(inspect::LogCommand),
+    /// Tools for trying Ringlog out locally (`dev cluster`: an N-node cluster on loopback).
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
     let client_outcome = match cli.command {
         Command::Serve(args) => return report(serve::run(*args)),
         Command::Log(command) => return report(inspect::run(command)),
+        Command::Dev(command) => return report(dev::run(command)),
         Command::Config(ConfigCommand::Default) => cli::output::print(&serve::default_file()),
         Command::Topic(command) => cli::topic::run(command),
         Command::Produce(args) => cli::produce::run(args),
