@@ -257,8 +257,16 @@ impl Broker {
     }
 
     /// Whether this shard has its metadata and accepts Kafka connections.
+    /// In a multi-node cluster, also once the controller has let this broker in (unfenced,
+    /// Kafka's RUNNING state): before that it leads nothing and is not in the metadata.
     pub fn is_serving(&self) -> bool {
-        self.ready.get() && self.serving.get()
+        let admitted = !self.is_clustered()
+            || self
+                .brokers
+                .borrow()
+                .get(&self.config.node_id)
+                .is_some_and(|registration| !registration.fenced);
+        self.ready.get() && self.serving.get() && admitted
     }
 
     /// Open client connections on this shard.
