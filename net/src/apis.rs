@@ -39,6 +39,7 @@ pub const SERVED_APIS: &[ServedApi] = &[
     served(ApiKey::CreatePartitions, 0, 3),
     served(ApiKey::IncrementalAlterConfigs, 0, 1),
     served(ApiKey::DescribeCluster, 0, 2),
+    served(ApiKey::ElectLeaders, 0, 2),
     served(ApiKey::FindCoordinator, 0, 6),
     served(ApiKey::JoinGroup, 0, 9),
     served(ApiKey::SyncGroup, 0, 5),

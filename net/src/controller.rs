@@ -347,6 +347,16 @@ impl Controller {
                 }
                 ControllerResponse::Topics(results)
             }
+            // The ElectLeaders handler answers a single node itself; nothing to elect here.
+            ControllerRequest::ElectLeaders { partitions, .. } => ControllerResponse::Elections(
+                partitions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, partition)| {
+                        (topic, partition, Err(KafkaError::ElectionNotNeeded))
+                    })
+                    .collect(),
+            ),
             ControllerRequest::AllocateProducerId => {
                 let mut next = self.state.borrow().image.clone();
                 let id = next.allocate_producer_id();

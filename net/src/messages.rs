@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringlog_cluster::controller::BrokerRegistration;
+use ringlog_cluster::controller::{BrokerRegistration, ElectionType};
 use ringlog_cluster::{ConfigChange, MetadataError, MetadataImage};
 use ringlog_engine::config::LogConfig;
 use ringlog_engine::log::{AppendResult, ReadResult};
@@ -73,6 +73,11 @@ pub enum ControllerRequest {
         validate_only: bool,
     },
     AllocateProducerId,
+    /// ElectLeaders; `partitions` none: every partition.
+    ElectLeaders {
+        election_type: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// Why the controller refused a topic's part of a command: the Kafka error and a message for
@@ -99,6 +104,8 @@ pub enum ControllerResponse {
     CreateTopics(Vec<Result<(u128, i32), Refusal>>),
     Topics(Vec<Result<(), Refusal>>),
     ProducerId(Result<i64, KafkaError>),
+    /// Per partition: elected, or why not.
+    Elections(Vec<(String, i32, Result<(), KafkaError>)>),
 }
 
 /// Every request a shard serves over the bus.

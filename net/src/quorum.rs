@@ -416,6 +416,37 @@ impl QuorumLink {
                 };
                 self.per_topic(command, validate_only, count).await
             }
+            ControllerRequest::ElectLeaders {
+                election_type,
+                partitions,
+            } => {
+                let asked = partitions.clone().unwrap_or_default();
+                let command = MetadataCommand::ElectLeaders {
+                    election_type,
+                    partitions,
+                };
+                let failed = |error: KafkaError| {
+                    asked
+                        .iter()
+                        .map(|(topic, partition)| (topic.clone(), *partition, Err(error)))
+                        .collect()
+                };
+                match self.run(command, false).await {
+                    Ok(CommandResponse::Elections(elections)) => ControllerResponse::Elections(
+                        elections
+                            .into_iter()
+                            .map(|(topic, partition, result)| {
+                                let result = result
+                                    .map(|_| ())
+                                    .map_err(|error| crate::codes::from_metadata(&error));
+                                (topic, partition, result)
+                            })
+                            .collect(),
+                    ),
+                    Ok(_) => ControllerResponse::Elections(failed(KafkaError::UnknownServerError)),
+                    Err(refusal) => ControllerResponse::Elections(failed(refusal.error)),
+                }
+            }
             ControllerRequest::AllocateProducerId => {
                 match self.run(MetadataCommand::AllocateProducerId, false).await {
                     Ok(CommandResponse::ProducerId(id)) => ControllerResponse::ProducerId(Ok(id)),

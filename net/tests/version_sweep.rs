@@ -122,6 +122,13 @@ fn request_for(key: ApiKey, version: i16, topic_id: u128) -> RequestKind {
                 ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![0]),
+            ])),
+        ),
         ApiKey::FindCoordinator => {
             let request = FindCoordinatorRequest::default();
             RequestKind::FindCoordinator(if version < 4 {

@@ -699,3 +699,81 @@ fn committed_offsets_outlive_the_group_coordinator() {
     };
     assert_eq!(total, RECORDS);
 }
+
+#[test]
+fn preferred_leader_election_moves_leadership_back_after_a_failover() {
+    use kafka_protocol::messages::{
+        elect_leaders_request, ApiKey, ElectLeadersRequest, RequestKind, ResponseKind, TopicName,
+    };
+    const NAME: &str = "preferred";
+    let (mut cluster, client) = cluster_with_topic(NAME, 1);
+    let preferred = layout_of(&client, NAME, 1).expect("layout")[0].0;
+    cluster.kill9(preferred);
+    let moved = wait_for_layout(&client, NAME, 1, FAILOVER_TIMEOUT, |layout| {
+        layout[0].0 > 0 && layout[0].0 != preferred
+    })
+    .expect("a new leader");
+    cluster.restart(preferred);
+    cluster
+        .wait_ready(preferred, REJOIN_TIMEOUT)
+        .expect("the preferred replica comes back");
+    wait_for_layout(&client, NAME, 1, REJOIN_TIMEOUT, |layout| {
+        layout[0].1.len() == 3
+    })
+    .expect("the preferred replica rejoins the ISR");
+
+    let survivor = moved[0].0;
+    let mut connection = ringlog_net::client::Connection::connect(
+        &cluster.node(survivor).kafka_addr().to_string(),
+        "test",
+    )
+    .expect("connect");
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+        )
+        .with_topic(TopicName(
+            kafka_protocol::protocol::StrBytes::from_static_str(NAME),
+        ))
+        .with_partitions(vec![0])]));
+    let (_, response) = connection
+        .call(
+            ApiKey::ElectLeaders,
+            0..=2,
+            RequestKind::ElectLeaders(request),
+        )
+        .expect("ElectLeaders answered");
+    let ResponseKind::ElectLeaders(response) = response else {
+        panic!("not an ElectLeaders response");
+    };
+    let code = response.replica_election_results[0].partition_result[0].error_code;
+    assert_eq!(code, 0, "the preferred election failed: {response:?}");
+    wait_for_layout(&client, NAME, 1, REJOIN_TIMEOUT, |layout| {
+        layout[0].0 == preferred
+    })
+    .expect("leadership back on the preferred replica");
+    // Asking again: it already leads.
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+        )
+        .with_topic(TopicName(
+            kafka_protocol::protocol::StrBytes::from_static_str(NAME),
+        ))
+        .with_partitions(vec![0])]));
+    let (_, response) = connection
+        .call(
+            ApiKey::ElectLeaders,
+            0..=2,
+            RequestKind::ElectLeaders(request),
+        )
+        .expect("ElectLeaders answered");
+    let ResponseKind::ElectLeaders(response) = response else {
+        panic!("not an ElectLeaders response");
+    };
+    assert_eq!(
+        response.replica_election_results[0].partition_result[0].error_code,
+        kafka_protocol::ResponseError::ElectionNotNeeded.code()
+    );
+}

@@ -14,6 +14,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -129,6 +130,9 @@ pub async fn dispatch(broker: &Rc<Broker>, request: Request) -> Option<ResponseK
         RequestKind::ConsumerGroupDescribe(body) => ResponseKind::ConsumerGroupDescribe(
             consumer_group_describe::handle(broker, body, version).await,
         ),
+        RequestKind::ElectLeaders(body) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, body, version).await)
+        }
         RequestKind::OffsetDelete(body) => {
             ResponseKind::OffsetDelete(offset_delete::handle(broker, body, version).await)
         }
