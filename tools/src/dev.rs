@@ -375,7 +375,10 @@ fn spawn(
         .args(["--advertise", &plan.kafka.to_string()])
         .args(["--admin-listen", &plan.admin.to_string()])
         .args(["--controller-quorum", quorum])
-        .args(["--cores", &args.cores.to_string()]);
+        .args(["--cores", &args.cores.to_string()])
+        // The nodes share this machine's cores: pinned, every node's shard 0 would sit on the
+        // same CPU.
+        .args(["--pin-to-cores", "false"]);
     if let Some(controller) = plan.controller {
         command.args(["--controller-listen", &controller.to_string()]);
     }

@@ -75,6 +75,12 @@ const NODE_ID: Setting = Setting {
     env: "RINGLOG_NODE_ID",
     what: "Kafka node.id, 0 or more",
 };
+const PIN_TO_CORES: Setting = Setting {
+    flag: "--pin-to-cores",
+    key: "pin_to_cores",
+    env: "RINGLOG_PIN_TO_CORES",
+    what: "Pin shard i to the i-th CPU the process may use (true or false); turn it off when several brokers share a machine, as `ringlog dev cluster` does",
+};
 const AUTO_CREATE_TOPICS: Setting = Setting {
     flag: "--auto-create-topics",
     key: "auto_create_topics",
@@ -145,7 +151,7 @@ const CONFIG: Setting = Setting {
 
 /// Every setting, for the test that checks `--help` documents each one.
 #[cfg(test)]
-const SETTINGS: [&Setting; 17] = [
+const SETTINGS: [&Setting; 18] = [
     &DATA_DIR,
     &LISTEN,
     &ADVERTISE,
@@ -153,6 +159,7 @@ const SETTINGS: [&Setting; 17] = [
     &CORES,
     &NODE_ID,
     &AUTO_CREATE_TOPICS,
+    &PIN_TO_CORES,
     &NUM_PARTITIONS,
     &SOCKET_REQUEST_MAX_BYTES,
     &LOG_RETENTION_CHECK_INTERVAL_MS,
@@ -222,6 +229,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", help = help(&AUTO_CREATE_TOPICS, &default_config().auto_create_topics.to_string()))]
     auto_create_topics: Option<String>,
 
+    #[arg(long, value_name = "BOOL", help = help(&PIN_TO_CORES, &default_config().pin_to_cores.to_string()))]
+    pin_to_cores: Option<String>,
+
     #[arg(long, value_name = "N", help = help(&NUM_PARTITIONS, &default_config().num_partitions.to_string()))]
     num_partitions: Option<String>,
 
@@ -263,7 +273,7 @@ fn help(setting: &Setting, default: &str) -> String {
 pub fn default_file() -> String {
     let defaults = default_config();
     let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
-    let entries: [(&Setting, Option<String>); 16] = [
+    let entries: [(&Setting, Option<String>); 17] = [
         (&NODE_ID, Some(defaults.node_id.to_string())),
         (
             &DATA_DIR,
@@ -281,6 +291,7 @@ pub fn default_file() -> String {
             &AUTO_CREATE_TOPICS,
             Some(defaults.auto_create_topics.to_string()),
         ),
+        (&PIN_TO_CORES, Some(defaults.pin_to_cores.to_string())),
         (&NUM_PARTITIONS, Some(defaults.num_partitions.to_string())),
         (
             &SOCKET_REQUEST_MAX_BYTES,
@@ -471,6 +482,7 @@ struct Layer {
     cores: Option<usize>,
     node_id: Option<i32>,
     auto_create_topics: Option<bool>,
+    pin_to_cores: Option<bool>,
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<usize>,
     log_retention_check_interval_ms: Option<i64>,
@@ -494,6 +506,7 @@ impl Layer {
             cores: self.cores.or(lower.cores),
             node_id: self.node_id.or(lower.node_id),
             auto_create_topics: self.auto_create_topics.or(lower.auto_create_topics),
+            pin_to_cores: self.pin_to_cores.or(lower.pin_to_cores),
             num_partitions: self.num_partitions.or(lower.num_partitions),
             socket_request_max_bytes: self
                 .socket_request_max_bytes
@@ -563,9 +576,9 @@ impl Layer {
             // library's default, for embedded and test brokers) leaves it off.
             admin_listen: self.admin_listen.unwrap_or_else(admin_listen_default),
             cores: self.cores.or(defaults.cores),
-            // A served broker owns its cores; only an embedded one, inside a test process,
-            // leaves them unpinned.
-            pin_to_cores: defaults.pin_to_cores,
+            // A served broker owns its cores unless told to share them; an embedded one, inside
+            // a test process, leaves them unpinned.
+            pin_to_cores: self.pin_to_cores.unwrap_or(defaults.pin_to_cores),
             auto_create_topics: self
                 .auto_create_topics
                 .unwrap_or(defaults.auto_create_topics),
@@ -636,6 +649,7 @@ fn env_settings(env: &dyn Fn(&str) -> Option<OsString>) -> anyhow::Result<ServeA
         cores: text(&CORES)?,
         node_id: text(&NODE_ID)?,
         auto_create_topics: text(&AUTO_CREATE_TOPICS)?,
+        pin_to_cores: text(&PIN_TO_CORES)?,
         num_partitions: text(&NUM_PARTITIONS)?,
         socket_request_max_bytes: text(&SOCKET_REQUEST_MAX_BYTES)?,
         log_retention_check_interval_ms: text(&LOG_RETENTION_CHECK_INTERVAL_MS)?,
@@ -679,6 +693,7 @@ fn text_layer(source: Source<'_>, settings: &ServeArgs) -> anyhow::Result<Layer>
             &settings.auto_create_topics,
             parse_bool,
         )?,
+        pin_to_cores: text_setting(source, &PIN_TO_CORES, &settings.pin_to_cores, parse_bool)?,
         num_partitions: text_integer(
             source,
             &NUM_PARTITIONS,
@@ -792,6 +807,7 @@ struct FileSettings {
     cores: Option<i64>,
     node_id: Option<i64>,
     auto_create_topics: Option<bool>,
+    pin_to_cores: Option<bool>,
     num_partitions: Option<i64>,
     socket_request_max_bytes: Option<i64>,
     log_retention_check_interval_ms: Option<i64>,
@@ -1041,6 +1057,7 @@ fn file_settings(file: &ConfigFile, table: toml::Table) -> anyhow::Result<Layer>
         cores: file_integer(source, &CORES, settings.cores, CORES_MIN, i64::MAX)?,
         node_id: file_integer(source, &NODE_ID, settings.node_id, NODE_ID_MIN, NODE_ID_MAX)?,
         auto_create_topics: settings.auto_create_topics,
+        pin_to_cores: settings.pin_to_cores,
         num_partitions: file_integer(
             source,
             &NUM_PARTITIONS,

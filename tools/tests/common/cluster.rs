@@ -434,7 +434,9 @@ impl Cluster {
             .args(["--advertise", &node.kafka_addr.to_string()])
             .args(["--admin-listen", &node.admin_addr.to_string()])
             .args(["--controller-quorum", &quorum])
-            .args(["--cores", &options.cores.to_string()]);
+            .args(["--cores", &options.cores.to_string()])
+            // Every node of the test shares the machine's cores.
+            .args(["--pin-to-cores", "false"]);
         if let Some(controller) = node.controller_addr {
             command.args(["--controller-listen", &controller.to_string()]);
         }
