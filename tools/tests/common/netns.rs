@@ -50,15 +50,34 @@ pub struct Network {
 impl Network {
     /// Makes `hosts` hosts, 10.77.0.1 upwards, all reaching each other.
     pub fn create(hosts: usize) -> Network {
+        Network::try_create(hosts).unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// Like [`Network::create`], but the first namespace failing to appear is an error rather
+    /// than a panic: root without `CAP_SYS_ADMIN` (a container) has `ip` and `nft` and still
+    /// cannot make one, which tests treat as a machine that cannot run them. Any later failure
+    /// is a bug and panics.
+    pub fn try_create(hosts: usize) -> Result<Network, String> {
         assert!((1..=250).contains(&hosts), "1 to 250 hosts on a /24");
         let prefix = format!(
             "rl{}n{}",
             std::process::id(),
             NETWORKS.fetch_add(1, Ordering::Relaxed)
         );
+        let switch = switch_namespace(&prefix);
+        let output = Command::new("ip")
+            .args(["netns", "add", &switch])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| format!("ip netns add: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "network namespaces (ip netns add: {})",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        // From here on, dropping the network removes what was made.
         let network = Network { prefix, hosts };
-        let switch = network.switch();
-        ip(&["netns", "add", &switch]);
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &switch, "link", "set", "br0", "up"]);
         for host in 0..hosts {
@@ -77,11 +96,11 @@ impl Network {
             ip(&["-n", &switch, "link", "set", &port, "master", "br0"]);
             ip(&["-n", &switch, "link", "set", &port, "up"]);
         }
-        network
+        Ok(network)
     }
 
     fn switch(&self) -> String {
-        format!("{}-switch", self.prefix)
+        switch_namespace(&self.prefix)
     }
 
     /// The namespace of `host` (as `ip netns` names it).
@@ -199,6 +218,11 @@ impl Drop for Network {
             .args(["netns", "del", &self.switch()])
             .status();
     }
+}
+
+/// The namespace of the switch of the network whose names start with `prefix`.
+fn switch_namespace(prefix: &str) -> String {
+    format!("{prefix}-switch")
 }
 
 /// Runs `ip ARGS`, panicking with its error if it fails.
