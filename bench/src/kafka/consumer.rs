@@ -255,9 +255,17 @@ impl Consumer {
                 .filter(|(t, _)| t == topic)
                 .map(|(_, p)| *p)
                 .collect();
-            let address = self.layout.leader_address(topic, mine[0])?.to_string();
-            let leader = self.leader(&address)?;
-            let starts = admin::offsets(leader, topic, &mine, timestamp)?;
+            // ListOffsets goes to each partition's leader (a cluster has several).
+            let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for partition in &mine {
+                let address = self.layout.leader_address(topic, *partition)?.to_string();
+                by_leader.entry(address).or_default().push(*partition);
+            }
+            let mut starts = BTreeMap::new();
+            for (address, led) in by_leader {
+                let leader = self.leader(&address)?;
+                starts.extend(admin::offsets(leader, topic, &led, timestamp)?);
+            }
             for partition in mine {
                 let offset = committed
                     .get(&(topic.clone(), partition))

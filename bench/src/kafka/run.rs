@@ -350,14 +350,21 @@ fn run_on_topics(
                 .filter(|(t, _)| t == topic)
                 .map(|(_, p)| *p)
                 .collect();
-            let address = layout.leader_address(topic, partitions[0])?.to_string();
-            let mut leader = Connection::connect(&address, super::CLIENT_ID)?;
-            let start = admin::offsets(&mut leader, topic, &partitions, admin::EARLIEST)?;
-            let end = admin::offsets(&mut leader, topic, &partitions, admin::LATEST)?;
-            backlog += partitions
-                .iter()
-                .map(|p| (end[p] - start[p]).max(0) as u64)
-                .sum::<u64>();
+            // Each partition's offsets from its own leader (a cluster has several).
+            let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for partition in &partitions {
+                let address = layout.leader_address(topic, *partition)?.to_string();
+                by_leader.entry(address).or_default().push(*partition);
+            }
+            for (address, led) in by_leader {
+                let mut leader = Connection::connect(&address, super::CLIENT_ID)?;
+                let start = admin::offsets(&mut leader, topic, &led, admin::EARLIEST)?;
+                let end = admin::offsets(&mut leader, topic, &led, admin::LATEST)?;
+                backlog += led
+                    .iter()
+                    .map(|p| (end[p] - start[p]).max(0) as u64)
+                    .sum::<u64>();
+            }
         }
     }
 
