@@ -776,7 +776,11 @@ impl PartitionLog {
         };
         drop(turn);
         match self.config.borrow().flush_policy() {
-            FlushPolicy::EveryAppend => {}
+            // Followers read up to the log end: they may fetch these batches while this log's
+            // fdatasync runs, so the two disks' syncs overlap (`wait_for_log_end_past`).
+            FlushPolicy::EveryAppend => {
+                self.data_changed.notify(usize::MAX);
+            }
             FlushPolicy::Relaxed { messages, .. } => {
                 let mut state = self.state.borrow_mut();
                 state.unflushed_messages += incoming_records as u64;

@@ -189,6 +189,7 @@ async fn fetch_once(
         return Ok(false);
     }
     let mut progressed = false;
+    let mut appends = Vec::new();
     for topic in response.responses {
         for data in topic.partitions {
             let partition = TopicPartition::new(topic.topic.0.to_string(), data.partition_index);
@@ -206,27 +207,12 @@ async fn fetch_once(
             }
             match KafkaError::try_from_code(data.error_code) {
                 None => {
-                    let records = data.records.unwrap_or_default();
-                    if !records.is_empty() {
-                        match broker.replicated_append(&partition, &records).await {
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::warn!(%partition, ?error, "replicated append failed");
-                                broker.replication.needs_truncation(&partition);
-                                continue;
-                            }
-                        }
-                    }
-                    if let Ok(log) = broker.shard.log(&partition) {
-                        log.set_high_watermark(data.high_watermark);
-                        if data.log_start_offset > log.log_start_offset()
-                            && data.log_start_offset <= log.high_watermark()
-                        {
-                            if let Err(error) = log.delete_records(data.log_start_offset).await {
-                                tracing::warn!(%partition, %error, "log start not advanced");
-                            }
-                        }
-                    }
+                    // Each partition's append runs on its own, so their fdatasyncs overlap
+                    // rather than queue behind one another.
+                    let broker = Rc::clone(broker);
+                    appends.push(rt::spawn(TaskClass::Latency, async move {
+                        take_fetched(&broker, partition, data).await;
+                    }));
                     progressed = true;
                 }
                 Some(KafkaError::OffsetOutOfRange) => {
@@ -239,7 +225,37 @@ async fn fetch_once(
             }
         }
     }
+    for append in appends {
+        append.await;
+    }
     Ok(progressed)
+}
+
+/// A follower takes one partition's part of a fetch response: the batches, appended as they
+/// are, then the leader's high watermark and log start.
+async fn take_fetched(
+    broker: &Broker,
+    partition: TopicPartition,
+    data: kafka_protocol::messages::fetch_response::PartitionData,
+) {
+    let records = data.records.unwrap_or_default();
+    if !records.is_empty() {
+        if let Err(error) = broker.replicated_append(&partition, &records).await {
+            tracing::warn!(%partition, ?error, "replicated append failed");
+            broker.replication.needs_truncation(&partition);
+            return;
+        }
+    }
+    if let Ok(log) = broker.shard.log(&partition) {
+        log.set_high_watermark(data.high_watermark);
+        if data.log_start_offset > log.log_start_offset()
+            && data.log_start_offset <= log.high_watermark()
+        {
+            if let Err(error) = log.delete_records(data.log_start_offset).await {
+                tracing::warn!(%partition, %error, "log start not advanced");
+            }
+        }
+    }
 }
 
 /// Truncates `partition` where it diverges from the leader's log. `Ok(false)`: not done (the
