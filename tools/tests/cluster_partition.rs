@@ -183,6 +183,7 @@ impl NamespacedCluster {
                 ])
                 .args(["--controller-quorum", &quorum])
                 .args(["--cores", "1"])
+                .args(["--pin-to-cores", "false"])
                 .args(NODE_ARGS)
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
