@@ -86,8 +86,7 @@ impl Controller {
         let (image, table) = self.snapshot();
         let partitions: Vec<TopicPartition> =
             table.assignments().map(|(tp, _)| tp.clone()).collect();
-        self.open_on_owners(broker, &image, &table, partitions)
-            .await;
+        open_on_owners(broker, &image, &table, partitions).await;
         if image.topic(OFFSETS_TOPIC).is_none() {
             self.create_offsets_topic(broker).await;
         }
@@ -155,39 +154,6 @@ impl Controller {
             })
             .collect();
         broker.call_each(calls).await;
-    }
-
-    async fn open_on_owners(
-        &self,
-        broker: &Broker,
-        image: &MetadataImage,
-        table: &ShardTable,
-        partitions: Vec<TopicPartition>,
-    ) {
-        let groups = table.group_items_by_shard(partitions, |tp| tp);
-        let calls = groups
-            .by_shard
-            .into_iter()
-            .map(|(shard, partitions)| {
-                let with_configs = partitions
-                    .into_iter()
-                    .map(|tp| {
-                        let config = broker.log_config(image, &tp.topic);
-                        (tp, config)
-                    })
-                    .collect();
-                (shard, BrokerRequest::Open(with_configs))
-            })
-            .collect();
-        for response in broker.call_each(calls).await {
-            if let Some(BrokerResponse::Done(results)) = response {
-                for (partition, result) in results {
-                    if let Err(error) = result {
-                        tracing::error!(%partition, ?error, "partition did not open");
-                    }
-                }
-            }
-        }
     }
 
     /// Serves one controller command.
@@ -396,7 +362,7 @@ impl Controller {
             state.table.clone()
         };
         let image = self.state.borrow().image.clone();
-        self.open_on_owners(broker, &image, &table, created).await;
+        open_on_owners(broker, &image, &table, created).await;
         self.broadcast(broker).await;
         Ok(())
     }
@@ -420,6 +386,40 @@ impl Controller {
             .map(|(shard, partitions)| (shard, BrokerRequest::SetConfigs(partitions)))
             .collect();
         broker.call_each(calls).await;
+    }
+}
+
+/// Opens `partitions` on the shards `table` gives them, with their topics' configs from
+/// `image`; a partition that does not open is logged and stays offline.
+pub(crate) async fn open_on_owners(
+    broker: &Broker,
+    image: &MetadataImage,
+    table: &ShardTable,
+    partitions: Vec<TopicPartition>,
+) {
+    let groups = table.group_items_by_shard(partitions, |tp| tp);
+    let calls = groups
+        .by_shard
+        .into_iter()
+        .map(|(shard, partitions)| {
+            let with_configs = partitions
+                .into_iter()
+                .map(|tp| {
+                    let config = broker.log_config(image, &tp.topic);
+                    (tp, config)
+                })
+                .collect();
+            (shard, BrokerRequest::Open(with_configs))
+        })
+        .collect();
+    for response in broker.call_each(calls).await {
+        if let Some(BrokerResponse::Done(results)) = response {
+            for (partition, result) in results {
+                if let Err(error) = result {
+                    tracing::error!(%partition, ?error, "partition did not open");
+                }
+            }
+        }
     }
 }
 

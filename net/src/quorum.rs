@@ -27,10 +27,9 @@ use ringlog_engine::{ShardId, TopicPartition};
 
 use crate::broker::Broker;
 use crate::codes::KafkaError;
+use crate::controller::open_on_owners;
 use crate::groups::storage::{OFFSETS_PARTITION_COUNT, OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS};
-use crate::messages::{
-    BrokerRequest, BrokerResponse, ControllerRequest, ControllerResponse, Refusal,
-};
+use crate::messages::{BrokerRequest, ControllerRequest, ControllerResponse, Refusal};
 
 /// Kafka's `offsets.topic.replication.factor` default: `__consumer_offsets` gets three
 /// replicas, or as many as the cluster has brokers when it has fewer.
@@ -500,39 +499,6 @@ fn unexpected(response: &CommandResponse) -> Refusal {
     Refusal {
         error: KafkaError::UnknownServerError,
         message: format!("the controller answered {response:?}"),
-    }
-}
-
-/// Opens `partitions` on their shards with their topics' configs.
-async fn open_on_owners(
-    broker: &Broker,
-    image: &MetadataImage,
-    table: &ShardTable,
-    partitions: Vec<TopicPartition>,
-) {
-    let groups = table.group_items_by_shard(partitions, |tp| tp);
-    let calls = groups
-        .by_shard
-        .into_iter()
-        .map(|(shard, partitions)| {
-            let with_configs = partitions
-                .into_iter()
-                .map(|tp| {
-                    let config = broker.log_config(image, &tp.topic);
-                    (tp, config)
-                })
-                .collect();
-            (shard, BrokerRequest::Open(with_configs))
-        })
-        .collect();
-    for response in broker.call_each(calls).await {
-        if let Some(BrokerResponse::Done(results)) = response {
-            for (partition, result) in results {
-                if let Err(error) = result {
-                    tracing::error!(%partition, ?error, "partition did not open");
-                }
-            }
-        }
     }
 }
 

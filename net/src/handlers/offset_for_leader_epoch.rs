@@ -86,14 +86,7 @@ pub async fn handle(
             )
             .await;
         for ((topic, index, partition), outcome) in results {
-            topics[topic].partitions[index] = match outcome {
-                Ok((epoch, end_offset)) => EpochEndOffset::default()
-                    .with_error_code(NONE)
-                    .with_partition(partition)
-                    .with_leader_epoch(epoch)
-                    .with_end_offset(end_offset),
-                Err(error) => failed(partition, error),
-            };
+            topics[topic].partitions[index] = answer(partition, outcome);
         }
         return OffsetForLeaderEpochResponse::default().with_topics(topics);
     }
@@ -117,16 +110,21 @@ pub async fn handle(
     for ((topic, index, partition, current_leader_epoch, leader_epoch), state) in results {
         let outcome =
             state.and_then(|state| end_offset_for(current_leader_epoch, leader_epoch, &state));
-        topics[topic].partitions[index] = match outcome {
-            Ok((epoch, end_offset)) => EpochEndOffset::default()
-                .with_error_code(NONE)
-                .with_partition(partition)
-                .with_leader_epoch(epoch)
-                .with_end_offset(end_offset),
-            Err(error) => failed(partition, error),
-        };
+        topics[topic].partitions[index] = answer(partition, outcome);
     }
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// A partition's answer: (epoch, end offset), or the error.
+fn answer(partition: i32, outcome: Result<(i32, i64), KafkaError>) -> EpochEndOffset {
+    match outcome {
+        Ok((epoch, end_offset)) => EpochEndOffset::default()
+            .with_error_code(NONE)
+            .with_partition(partition)
+            .with_leader_epoch(epoch)
+            .with_end_offset(end_offset),
+        Err(error) => failed(partition, error),
+    }
 }
 
 fn failed(partition: i32, error: KafkaError) -> EpochEndOffset {
