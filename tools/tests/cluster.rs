@@ -125,45 +125,8 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 #[test]
 fn leaders_killed_while_producing_lose_no_acknowledged_record() {
-    let options = ClusterOptions {
-        extra_args: NODE_ARGS.iter().map(|arg| arg.to_string()).collect(),
-        ..ClusterOptions::default()
-    };
-    let mut cluster = Cluster::start(3, options);
+    let (mut cluster, metadata_client) = cluster_with_topic(TOPIC, PARTITIONS);
     let bootstrap = cluster.bootstrap();
-
-    let admin: AdminClient<DefaultClientContext> = common::rdkafka::client_config(&bootstrap, &[])
-        .create()
-        .expect("admin client");
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    let created =
-        futures_lite::future::block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .expect("CreateTopics answered");
-    for result in created {
-        result.expect("topic created");
-    }
-
-    let metadata_client: BaseConsumer =
-        common::rdkafka::client_config(&bootstrap, &[("group.id", "failover-metadata")])
-            .create()
-            .expect("metadata client");
-    let deadline = Instant::now() + FAILOVER_TIMEOUT;
-    loop {
-        if let Some(layout) = layout(&metadata_client) {
-            if layout
-                .iter()
-                .all(|(leader, isr)| *leader >= 0 && isr.len() == 3)
-            {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the topic never got leaders and full ISRs"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
 
     let deliveries = Arc::new(Deliveries::default());
     let producer: ThreadedProducer<Reports> = common::rdkafka::client_config(
@@ -702,9 +665,6 @@ fn committed_offsets_outlive_the_group_coordinator() {
 
 #[test]
 fn preferred_leader_election_moves_leadership_back_after_a_failover() {
-    use kafka_protocol::messages::{
-        elect_leaders_request, ApiKey, ElectLeadersRequest, RequestKind, ResponseKind, TopicName,
-    };
     const NAME: &str = "preferred";
     let (mut cluster, client) = cluster_with_topic(NAME, 1);
     let preferred = layout_of(&client, NAME, 1).expect("layout")[0].0;
@@ -728,13 +688,34 @@ fn preferred_leader_election_moves_leadership_back_after_a_failover() {
         "test",
     )
     .expect("connect");
+    let code = elect_preferred(&mut connection, NAME);
+    assert_eq!(
+        code, 0,
+        "the preferred election failed with error code {code}"
+    );
+    wait_for_layout(&client, NAME, 1, REJOIN_TIMEOUT, |layout| {
+        layout[0].0 == preferred
+    })
+    .expect("leadership back on the preferred replica");
+    // Asking again: it already leads.
+    assert_eq!(
+        elect_preferred(&mut connection, NAME),
+        kafka_protocol::ResponseError::ElectionNotNeeded.code()
+    );
+}
+
+/// ElectLeaders (preferred) for partition 0 of `topic`; its error code.
+fn elect_preferred(connection: &mut ringlog_net::client::Connection, topic: &'static str) -> i16 {
+    use kafka_protocol::messages::{
+        elect_leaders_request, ApiKey, ElectLeadersRequest, RequestKind, ResponseKind, TopicName,
+    };
     let request = ElectLeadersRequest::default()
         .with_election_type(0)
         .with_timeout_ms(10_000)
         .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
         )
         .with_topic(TopicName(
-            kafka_protocol::protocol::StrBytes::from_static_str(NAME),
+            kafka_protocol::protocol::StrBytes::from_static_str(topic),
         ))
         .with_partitions(vec![0])]));
     let (_, response) = connection
@@ -747,33 +728,5 @@ fn preferred_leader_election_moves_leadership_back_after_a_failover() {
     let ResponseKind::ElectLeaders(response) = response else {
         panic!("not an ElectLeaders response");
     };
-    let code = response.replica_election_results[0].partition_result[0].error_code;
-    assert_eq!(code, 0, "the preferred election failed: {response:?}");
-    wait_for_layout(&client, NAME, 1, REJOIN_TIMEOUT, |layout| {
-        layout[0].0 == preferred
-    })
-    .expect("leadership back on the preferred replica");
-    // Asking again: it already leads.
-    let request = ElectLeadersRequest::default()
-        .with_election_type(0)
-        .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
-        )
-        .with_topic(TopicName(
-            kafka_protocol::protocol::StrBytes::from_static_str(NAME),
-        ))
-        .with_partitions(vec![0])]));
-    let (_, response) = connection
-        .call(
-            ApiKey::ElectLeaders,
-            0..=2,
-            RequestKind::ElectLeaders(request),
-        )
-        .expect("ElectLeaders answered");
-    let ResponseKind::ElectLeaders(response) = response else {
-        panic!("not an ElectLeaders response");
-    };
-    assert_eq!(
-        response.replica_election_results[0].partition_result[0].error_code,
-        kafka_protocol::ResponseError::ElectionNotNeeded.code()
-    );
+    response.replica_election_results[0].partition_result[0].error_code
 }
