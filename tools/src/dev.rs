@@ -113,7 +113,8 @@ pub enum DevCommand {
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Nodes to run, 1 to 9; each is a broker, the first 1, 3 or 5 also controllers
+    /// Nodes to run: 1, 3 or 5, each a controller and a broker (broker-only nodes, up to 9,
+    /// once `ringlog serve` runs them)
     #[arg(long, value_name = "N", default_value_t = NODES_DEFAULT,
           value_parser = clap::value_parser!(u8).range(1..=i64::from(NODES_MAX)))]
     nodes: u8,
@@ -296,6 +297,15 @@ struct Node {
 }
 
 fn run_cluster(args: &ClusterArgs) -> anyhow::Result<ExitCode> {
+    // The plan has room for broker-only nodes past the quorum; `ringlog serve` does not run
+    // them yet, so such a cluster is refused here rather than losing a node at start.
+    if !QUORUM_SIZES.contains(&args.nodes) {
+        bail!(
+            "--nodes {}: broker-only nodes are not supported yet, so every node is a \
+             controller and a cluster has 1, 3 or 5 nodes",
+            args.nodes
+        );
+    }
     let plans = plan(args.nodes, args.base_port, &args.dir)?;
     if args.clean {
         clean(&args.dir)?;
