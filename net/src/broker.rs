@@ -684,11 +684,7 @@ impl Broker {
     ) -> Result<AppendResult, KafkaError> {
         if !self.is_clustered() {
             return self
-                .produce_local(
-                    partition,
-                    records,
-                    crate::handlers::metadata::SINGLE_NODE_LEADER_EPOCH,
-                )
+                .produce_local(partition, records, SINGLE_NODE_EPOCH)
                 .await;
         }
         let acks_all = acks == ACKS_ALL;
@@ -712,7 +708,7 @@ impl Broker {
     ) -> Result<(), KafkaError> {
         let partition = log.topic_partition().clone();
         if !self.is_clustered() {
-            log.append(batch, crate::handlers::metadata::SINGLE_NODE_LEADER_EPOCH)
+            log.append(batch, SINGLE_NODE_EPOCH)
                 .await
                 .map_err(|error| codes::from_engine(&error))?;
             return Ok(());
@@ -919,6 +915,9 @@ impl Broker {
         self.shard.shutdown().await
     }
 }
+
+/// The leader epoch a single-node broker writes batches at: leadership never changes.
+const SINGLE_NODE_EPOCH: i32 = 0;
 
 /// Produce's `acks` meaning every in-sync replica.
 pub const ACKS_ALL: i16 = -1;

@@ -424,7 +424,7 @@ pub(crate) async fn open_on_owners(
 }
 
 /// Places `partitions` one by one on the shard with the fewest, as versioned updates.
-pub(crate) fn place(table: &mut ShardTable, partitions: &[TopicPartition]) {
+fn place(table: &mut ShardTable, partitions: &[TopicPartition]) {
     for partition in partitions {
         let shard = table.place(partition);
         let update = ShardTableUpdate {

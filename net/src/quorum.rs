@@ -27,7 +27,7 @@ use ringlog_engine::{ShardId, TopicPartition};
 
 use crate::broker::Broker;
 use crate::codes::KafkaError;
-use crate::controller::{open_on_owners, place};
+use crate::controller::open_on_owners;
 use crate::groups::storage::{OFFSETS_PARTITION_COUNT, OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS};
 use crate::messages::{BrokerRequest, ControllerRequest, ControllerResponse, Refusal};
 
@@ -270,7 +270,15 @@ impl QuorumLink {
                 };
                 let _ = hosted_state.table.apply(&update);
             }
-            place(&mut hosted_state.table, &added);
+            for partition in &added {
+                let shard = hosted_state.table.place(partition);
+                let update = ShardTableUpdate {
+                    version: hosted_state.table.version() + 1,
+                    assign: vec![(partition.clone(), shard)],
+                    remove: Vec::new(),
+                };
+                let _ = hosted_state.table.apply(&update);
+            }
             hosted_state.image = Some(Arc::clone(&image));
             hosted_state.table.clone()
         };

@@ -14,13 +14,14 @@ use ringlog_engine::log::AppendResult;
 use ringlog_engine::TopicPartition;
 
 use super::{str_bytes, uuid};
-use crate::broker::{Broker, ACKS_ALL};
+use crate::broker::Broker;
 use crate::codes::{KafkaError, NONE};
 use crate::messages::{BrokerRequest, BrokerResponse};
 
 /// `acks` values Kafka accepts: none, the leader, all in-sync replicas.
 const ACKS_NONE: i16 = 0;
 const ACKS_LEADER: i16 = 1;
+const ACKS_ALL: i16 = -1;
 
 /// Produce responses carry topic ids instead of names from this version on (KIP-516).
 pub(crate) const TOPIC_ID_VERSION: i16 = 13;

@@ -163,7 +163,7 @@ impl Replication {
                 continue;
             };
             if registration.leader == self.node_id {
-                self.lead(broker, &partition, registration).await;
+                self.lead(broker, &partition, registration, image).await;
             } else {
                 self.follow(broker, &partition, registration);
             }
@@ -175,6 +175,7 @@ impl Replication {
         broker: &Rc<Broker>,
         partition: &TopicPartition,
         registration: &PartitionRegistration,
+        image: &MetadataImage,
     ) {
         let actions = {
             let mut roles = self.roles.borrow_mut();
@@ -241,6 +242,7 @@ impl Replication {
         self.roles
             .borrow_mut()
             .insert(partition.clone(), Role::Leader(Box::new(state)));
+        let _ = image;
         if partition.topic == OFFSETS_TOPIC {
             if let Err(error) = broker.groups.load(partition.partition.0, &log).await {
                 tracing::error!(%partition, %error, "offsets partition did not load");
